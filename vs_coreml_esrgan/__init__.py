@@ -1,0 +1,10 @@
+"""Real-ESRGAN upscaling for VapourSynth: Core ML on Apple Silicon, PyTorch elsewhere."""
+
+from .filter import upscale
+from .network_spec import ModelError, NetworkSpec, detect_spec
+from .tiling import TilePlan, choose_tile_size, plan_tiles, upscale_tiled
+
+__version__ = "0.1.0"
+
+__all__ = ["ModelError", "NetworkSpec", "TilePlan", "__version__", "choose_tile_size",
+           "detect_spec", "plan_tiles", "upscale", "upscale_tiled"]

@@ -1,0 +1,115 @@
+"""Checkpoint files → network description and weights (needs the torch extra)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .network_spec import Activation, ModelError, NetworkSpec, detect_spec, rename_legacy_keys
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A network with its weights loaded, in eval mode on the CPU in float32."""
+
+    spec: NetworkSpec
+    network: nn.Module
+    path: Path
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read the tensors of a Real-ESRGAN checkpoint, keys in the current layout.
+
+    Accepts ``.pth`` / ``.pt`` (a dict holding ``params_ema``, ``params`` or the tensors
+    themselves; loaded with ``weights_only=True`` because a checkpoint is untrusted input)
+    and ``.safetensors``. Raises ModelError naming the file for anything else.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {str(path)!r} does not exist")
+    raw = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    if isinstance(raw, dict):
+        for wrapper in ("params_ema", "params", "state_dict"):
+            if isinstance(raw.get(wrapper), dict):
+                raw = raw[wrapper]
+                break
+    import torch
+
+    if not isinstance(raw, dict) or not raw:
+        raise ModelError(f"{path}: expected a dict of tensors, found {type(raw).__name__}"
+                         + (" (empty)" if isinstance(raw, dict) else ""))
+    tensors = {str(k): v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        found = ", ".join(f"{k}: {type(v).__name__}" for k, v in list(raw.items())[:5])
+        raise ModelError(f"{path}: expected tensors, found {found}")
+    mapping = rename_legacy_keys(list(tensors))
+    return {mapping[k]: v for k, v in tensors.items()}
+
+
+def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = None
+               ) -> LoadedModel:
+    """Load a checkpoint: detect its architecture, build the network, load the weights.
+
+    Raises ModelError naming the file when it is missing, unreadable, not a supported
+    architecture, or when its tensors do not fit the detected network.
+    """
+    path = Path(path)
+    state = read_state_dict(path)
+    try:
+        spec = detect_spec({k: tuple(v.shape) for k, v in state.items()}, act_type=act_type)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    from .networks import build_network
+
+    network = build_network(spec)
+    try:
+        network.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    except RuntimeError as exc:
+        detail = str(exc).split("\n", 1)[-1].strip()
+        raise ModelError(f"{path}: tensors do not fit {spec.describe()}: {detail}") from None
+    network.requires_grad_(False)
+    return LoadedModel(spec=spec, network=network, path=path)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's contents, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_torch(path: Path) -> object:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe"
+        raise ModelError(f"{path}: refused to load: the checkpoint holds objects other than "
+                         f"tensors ({first_line}); re-save its state dict") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint "
+                         f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None

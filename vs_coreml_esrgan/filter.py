@@ -1,0 +1,138 @@
+"""The VapourSynth filter: ``upscale(clip, model, ...)``.
+
+The only module that puts clip, model, tiling and backend together. Everything is
+validated when the filter is created; each frame then runs read → tile → infer → stitch →
+write.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import vapoursynth as vs
+
+from . import colour, frames, tiling
+from .backends import Backend, BackendError
+from .network_spec import ModelError
+
+BACKENDS = ("auto", "torch")
+_NAME = "upscale"
+
+
+@dataclass(frozen=True)
+class _Setup:
+    backend: Backend
+    plan: tiling.TilePlan
+    batch: int
+
+
+def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
+            tile: int | Sequence[int] | None = None, overlap: int = 16,
+            backend: str = "auto", device: str | None = None, precision: str = "auto",
+            batch: int = 1) -> vs.VideoNode:
+    """Upscale ``clip`` with a Real-ESRGAN network.
+
+    ``clip``: constant format and size; RGB (8-16 bit integer, half, single), YUV or GRAY
+    (converted to RGB with the first frame's ``_Matrix`` / ``_Range``, BT.709 limited where
+    absent, and back). The result has the input's format at ``scale`` times the size, with
+    the input's frame properties.
+    ``model``: a Real-ESRGAN checkpoint (``.pth``, ``.pt``, ``.safetensors``).
+    ``tile``: the network's input size, overlap included: an int or ``(width, height)``;
+    None picks the size that wastes least compute with tiles of at most 512.
+    ``overlap``: context pixels on each inner side of a tile (cross-faded, no seams).
+    ``backend``: 'auto' or 'torch'; ``device``: a torch device ('cpu', 'cuda', 'mps');
+    ``precision``: 'auto', 'fp32' or 'fp16'; ``batch``: tiles per backend call.
+    Raises vapoursynth.Error, prefixed 'upscale: ', for any bad argument.
+    """
+    try:
+        _check_clip(clip)
+        setup = _prepare(clip, model, tile=tile, overlap=overlap, backend=backend,
+                         device=device, precision=precision, batch=batch)
+    except (ValueError, TypeError, OSError) as exc:
+        raise vs.Error(f"{_NAME}: {exc}") from None
+    rgb, restore = colour.to_rgb(clip)
+    return restore(_upscale_rgb(rgb, setup))
+
+
+def _check_clip(clip: object) -> None:
+    if not isinstance(clip, vs.VideoNode):
+        raise TypeError(f"expected a video clip (vapoursynth.VideoNode), got "
+                        f"{type(clip).__name__}")
+    fmt = clip.format
+    if fmt is None or clip.width == 0 or clip.height == 0:
+        raise ValueError("the clip has variable format or size; make it constant first, "
+                         "e.g. with resize.Bicubic(width=..., height=..., format=...)")
+    if fmt.color_family not in (vs.RGB, vs.YUV, vs.GRAY):
+        raise ValueError(f"expected an RGB, YUV or GRAY clip, got {fmt.name}")
+    if fmt.sample_type == vs.INTEGER and not 8 <= fmt.bits_per_sample <= 16:
+        raise ValueError(f"expected 8 to 16 bit integer samples, got {fmt.name}")
+
+
+def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
+             tile: int | Sequence[int] | None, overlap: int, backend: str,
+             device: str | None, precision: str, batch: int) -> _Setup:
+    if not isinstance(overlap, int) or overlap < 0:
+        raise ValueError(f"overlap must be a non-negative int, got {overlap!r}")
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if model is None:
+        raise ValueError("no model given: pass model= a Real-ESRGAN checkpoint "
+                         "(.pth, .pt or .safetensors)")
+    from .checkpoint import load_model
+
+    loaded = load_model(model)
+    spec = loaded.spec
+    tile_size = _tile_size(tile, clip.width, clip.height, overlap, spec.multiple_of)
+    from .backends.torch_backend import create_torch_backend
+
+    runner = create_torch_backend(loaded.network, spec.scale, device=device,
+                                  precision=precision)
+    plan = tiling.plan_tiles(clip.width, clip.height, tile_size, overlap, spec.scale)
+    return _Setup(backend=runner, plan=plan, batch=batch)
+
+
+def _tile_size(tile: int | Sequence[int] | None, width: int, height: int, overlap: int,
+               multiple_of: int) -> tuple[int, int]:
+    if tile is None:
+        return tiling.choose_tile_size(width, height, overlap, multiple_of=multiple_of)
+    sizes = [tile] * 2 if isinstance(tile, int) else list(tile)
+    if len(sizes) != 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
+        raise ValueError(f"tile must be a positive int or [width, height], got {tile!r}")
+    for s in sizes:
+        if s < 2 * overlap + 1:
+            raise ValueError(f"tile {s} is smaller than 2 x overlap + 1 = {2 * overlap + 1}; "
+                             "use a larger tile or a smaller overlap")
+        if s % multiple_of:
+            raise ValueError(f"tile {s} is not a multiple of {multiple_of}, which this "
+                             f"model needs (it pixel-unshuffles its input)")
+    return sizes[0], sizes[1]
+
+
+def _upscale_rgb(rgb: vs.VideoNode, setup: _Setup) -> vs.VideoNode:
+    scale = setup.backend.scale
+    blank = vs.core.std.BlankClip(rgb, width=rgb.width * scale, height=rgb.height * scale,
+                                  keep=True)
+
+    def upscale_frame(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        source, target = f
+        image = frames.read_planes(source)
+        result = tiling.upscale_tiled(image, setup.plan, setup.backend, batch=setup.batch,
+                                      dtype=setup.backend.input_dtype)
+        out = target.copy()
+        frames.write_planes(result, out)
+        props = out.props
+        for key in list(props):
+            del props[key]
+        for key, value in source.props.items():
+            if key != "_Alpha":  # an alpha frame of the input size would not fit
+                props[key] = value
+        return out
+
+    return vs.core.std.ModifyFrame(blank, clips=[rgb, blank], selector=upscale_frame)
+
+
+__all__ = ["BackendError", "ModelError", "upscale"]

@@ -1,0 +1,36 @@
+"""VapourSynth RGB frames <-> float32 numpy arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import vapoursynth as vs
+
+
+def read_planes(frame: vs.VideoFrame) -> np.ndarray:
+    """A ``(planes, H, W)`` float32 copy of a frame, integers scaled to [0, 1]."""
+    fmt = frame.format
+    out = np.empty((fmt.num_planes, frame.height, frame.width), np.float32)
+    for plane in range(fmt.num_planes):
+        out[plane] = np.asarray(frame[plane])
+    if fmt.sample_type == vs.INTEGER:
+        out *= np.float32(1.0 / ((1 << fmt.bits_per_sample) - 1))
+    return out
+
+
+def write_planes(values: np.ndarray, frame: vs.VideoFrame) -> None:
+    """Write ``(planes, H, W)`` float values into a writable frame.
+
+    Values are clamped to [0, 1]; integer formats get them scaled and rounded to nearest
+    (never truncated, which would darken the picture by half a step on average).
+    """
+    fmt = frame.format
+    expected = (fmt.num_planes, frame.height, frame.width)
+    if values.shape != expected:
+        raise ValueError(f"expected values of shape {expected}, got {values.shape}")
+    np.clip(values, 0.0, 1.0, out=values)
+    if fmt.sample_type == vs.INTEGER:
+        values *= np.float32((1 << fmt.bits_per_sample) - 1)
+        np.rint(values, out=values)
+    for plane in range(fmt.num_planes):
+        # copyto casts float32 to the plane's uint8 / uint16 / float16 / float32.
+        np.copyto(np.asarray(frame[plane]), values[plane], casting="unsafe")
