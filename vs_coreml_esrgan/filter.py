@@ -61,7 +61,7 @@ def _check_clip(clip: object) -> None:
         raise TypeError(f"expected a video clip (vapoursynth.VideoNode), got "
                         f"{type(clip).__name__}")
     fmt = clip.format
-    if fmt is None or clip.width == 0 or clip.height == 0:
+    if fmt is None or fmt.id == vs.PresetVideoFormat.NONE or 0 in (clip.width, clip.height):
         raise ValueError("the clip has variable format or size; make it constant first, "
                          "e.g. with resize.Bicubic(width=..., height=..., format=...)")
     if fmt.color_family not in (vs.RGB, vs.YUV, vs.GRAY):

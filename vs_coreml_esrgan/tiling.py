@@ -94,15 +94,18 @@ def plan_axis(length: int, tile: int, overlap: int, scale: int,
     """Place tiles of ``tile`` pixels along an axis of ``length`` pixels.
 
     Uses the fewest tiles whose overlaps are all at least ``2 * overlap + feather``, spread
-    evenly. Raises ValueError when ``tile < 2 * overlap + 1`` (no pixel of a tile would
-    both be useful and have full context) or a size is not positive.
+    evenly. Raises ValueError when more than one tile is needed and ``tile < 2 * overlap +
+    1`` (no pixel of a tile would both be useful and have full context), or a size is not
+    positive.
     """
     if length < 1 or scale < 1:
         raise ValueError(f"expected a positive length and scale, got {length} and {scale}")
     if overlap < 0:
         raise ValueError(f"overlap must be >= 0, got {overlap}")
-    if tile < 2 * overlap + 1:
+    if tile < 2 * overlap + 1 and length > tile:
         raise ValueError(f"tile {tile} is smaller than 2 x overlap + 1 = {2 * overlap + 1}")
+    if tile < 1:
+        raise ValueError(f"tile must be positive, got {tile}")
     feather = default_feather(overlap) if feather is None else feather
     # Keep feathers at least one step apart so cross-fades of neighbouring overlaps never
     # meet (see the module docstring), and keep the step at least one pixel.
@@ -176,7 +179,8 @@ def _choose_axis(length: int, overlap: int, multiple_of: int, max_tile: int,
     count = 1
     while True:
         tile = math.ceil((length + (count - 1) * (2 * overlap + feather)) / count)
-        tile = max(tile, 2 * overlap + 1)
+        if count > 1:
+            tile = max(tile, 2 * overlap + 1)
         tile = -(-tile // multiple_of) * multiple_of
         if tile <= max_tile:
             return tile

@@ -62,16 +62,17 @@ def create_torch_backend(network: nn.Module, scale: int, *, device: str | None =
     if precision not in PRECISIONS:
         raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, "
                            f"got {precision!r}")
+    name = device or default_device()
+    if not isinstance(name, str) or name.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise BackendError(f"device must be cpu, cuda[:N] or mps, got {device!r}")
     try:
-        target = torch.device(device or default_device())
-    except RuntimeError as exc:
-        raise BackendError(f"unknown torch device {device!r} ({exc})") from None
+        target = torch.device(name)
+    except RuntimeError:
+        raise BackendError(f"device must be cpu, cuda[:N] or mps, got {device!r}") from None
     if target.type == "cuda" and not torch.cuda.is_available():
         raise BackendError(f"device {device!r} asked for, but CUDA is not available")
     if target.type == "mps" and not torch.backends.mps.is_available():
         raise BackendError(f"device {device!r} asked for, but MPS is not available")
-    if target.type not in ("cpu", "cuda", "mps"):
-        raise BackendError(f"device must be cpu, cuda[:N] or mps, got {device!r}")
     if precision == "auto":
         precision = "fp32" if target.type == "cpu" else "fp16"
     if precision == "fp16" and target.type == "cpu":

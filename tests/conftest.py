@@ -1,0 +1,65 @@
+"""Shared test helpers: small random-weight checkpoints in Real-ESRGAN's own key layout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from vs_coreml_esrgan.network_spec import NetworkSpec
+from vs_coreml_esrgan.networks import build_network
+
+MakeCheckpoint = Callable[..., Path]
+
+
+def random_network(spec: NetworkSpec, seed: int = 0, std: float = 0.1) -> torch.nn.Module:
+    """A network with spread-out random weights, so tests see non-trivial outputs."""
+    torch.manual_seed(seed)
+    network = build_network(spec)
+    with torch.no_grad():
+        for name, parameter in network.named_parameters():
+            if name.endswith("bias"):
+                parameter.uniform_(-0.05, 0.05)
+            elif parameter.ndim == 1:  # PReLU slopes
+                parameter.uniform_(0.0, 0.3)
+            else:
+                parameter.normal_(0.0, std)
+    return network
+
+
+@pytest.fixture
+def make_checkpoint(tmp_path: Path) -> MakeCheckpoint:
+    """Save a random ``spec`` network as Real-ESRGAN does and return the file's path.
+
+    ``wrapper`` is the dict key holding the tensors ('params_ema' as in RealESRGAN_x4plus,
+    'params' as in the compact models, None for a bare state dict); ``suffix`` '.pth' or
+    '.safetensors'.
+    """
+
+    def make(spec: NetworkSpec, *, wrapper: str | None = "params_ema", suffix: str = ".pth",
+             seed: int = 0, name: str = "model") -> Path:
+        state = random_network(spec, seed).state_dict()
+        path = tmp_path / f"{name}{suffix}"
+        if suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in state.items()}, path)
+        else:
+            torch.save(state if wrapper is None else {wrapper: state}, path)
+        return path
+
+    return make
+
+
+def compact(scale: int = 4, num_conv: int = 4, num_feat: int = 8, act_type: str = "prelu"
+            ) -> NetworkSpec:
+    return NetworkSpec(arch="srvgg", scale=scale, num_conv=num_conv, num_feat=num_feat,
+                       act_type=act_type)
+
+
+def rrdb(scale: int = 4, num_block: int = 2, num_feat: int = 8, num_grow_ch: int = 4
+         ) -> NetworkSpec:
+    return NetworkSpec(arch="rrdbnet", scale=scale, num_block=num_block, num_feat=num_feat,
+                       num_grow_ch=num_grow_ch)

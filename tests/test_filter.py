@@ -1,0 +1,212 @@
+"""The VapourSynth filter: formats, sizes, properties, threads and every error path."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+import vapoursynth as vs
+from conftest import compact, random_network, rrdb
+from vs_helpers import clip_from_arrays, frame_array, random_rgb
+
+from vs_coreml_esrgan import upscale
+
+core = vs.core
+SPEC = compact(scale=2, num_conv=3)
+
+
+@pytest.fixture
+def model(make_checkpoint):
+    return make_checkpoint(SPEC)
+
+
+def _reference(frames: list[np.ndarray], spec=SPEC) -> list[np.ndarray]:
+    """Whole-frame float32 inference, clamped to [0, 1]: the filter's expected output."""
+    network = random_network(spec)
+    with torch.inference_mode():
+        return [network(torch.from_numpy(f)[None]).clamp(0, 1).numpy()[0] for f in frames]
+
+
+@pytest.mark.parametrize("fmt", [vs.RGB24, vs.RGB30, vs.RGB48])
+def test_integer_rgb_output_is_rounded_reference(model, fmt):
+    peak = (1 << vs.core.get_video_format(fmt).bits_per_sample) - 1
+    quantised = [np.rint(f * peak) for f in random_rgb(2, 20, 24)]
+    clip = clip_from_arrays(quantised, fmt)
+    out = upscale(clip, model)
+    assert (out.format.id, out.width, out.height) == (fmt, 48, 40)
+    expected = [np.rint(r * peak) for r in _reference([q / peak for q in quantised])]
+    for n in range(2):
+        got = frame_array(out.get_frame(n)).astype(np.int64)
+        difference = np.abs(got - expected[n])
+        assert difference.max() <= 1  # float rounding at exact .5 boundaries only
+        assert np.mean(difference == 0) > 0.999
+
+
+@pytest.mark.parametrize(("fmt", "atol"), [(vs.RGBS, 1e-5), (vs.RGBH, 1e-3)])
+def test_float_rgb_output_matches_reference(model, fmt, atol):
+    frames = random_rgb(2, 20, 24, seed=5)
+    if fmt == vs.RGBH:
+        frames = [f.astype(np.float16).astype(np.float32) for f in frames]
+    out = upscale(clip_from_arrays(frames, fmt), model)
+    assert out.format.id == fmt
+    expected = _reference(frames)
+    for n in range(2):
+        np.testing.assert_allclose(frame_array(out.get_frame(n)).astype(np.float32),
+                                   expected[n], atol=atol)
+
+
+@pytest.mark.parametrize("fmt", [vs.RGB24, vs.RGB30, vs.RGB48, vs.RGBH, vs.RGBS,
+                                 vs.YUV420P8, vs.YUV422P10, vs.YUV444P16, vs.YUV444PS,
+                                 vs.GRAY8, vs.GRAY16, vs.GRAYS])
+def test_every_format_keeps_its_format_at_the_new_size(model, fmt):
+    clip = core.std.BlankClip(format=fmt, width=32, height=18, length=2, fpsnum=30000,
+                              fpsden=1001, color=None)
+    clip = core.std.SetFrameProps(clip, _SARNum=4, _SARDen=3, _Primaries=1, _Transfer=1,
+                                  _FieldBased=0, Custom="kept")
+    out = upscale(clip, model)
+    assert (out.format.id, out.width, out.height) == (fmt, 64, 36)
+    assert (out.num_frames, out.fps) == (2, clip.fps)
+    props = out.get_frame(1).props
+    for key, value in {"_SARNum": 4, "_SARDen": 3, "_Primaries": 1, "_Transfer": 1,
+                       "_DurationNum": 1001, "_DurationDen": 30000, "Custom": b"kept"}.items():
+        got = props[key]
+        assert (got.encode() if isinstance(got, str) else got) == value, key
+
+
+def _yuv_expected(clip, model_spec, matrix, rng):
+    rgb = core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s=matrix, range_in_s=rng)
+    frame = frame_array(rgb.get_frame(0))
+    result = _reference([frame], model_spec)[0]
+    big = clip_from_arrays([result], vs.RGBS)
+    back = core.resize.Bicubic(big, format=clip.format.id, matrix_s=matrix, range_s=rng)
+    return back.get_frame(0)
+
+
+@pytest.mark.parametrize(("props", "matrix", "rng"), [
+    ({}, "709", "limited"),
+    ({"_Matrix": 2}, "709", "limited"),
+    ({"_Matrix": 6, "_Range": 1}, "170m", "full"),
+    ({"_Matrix": 5, "_ColorRange": 0}, "470bg", "full"),
+    ({"_Matrix": 1, "_Range": 0}, "709", "limited"),
+])
+def test_yuv_uses_the_clips_own_matrix_and_range(model, props, matrix, rng):
+    rgb = clip_from_arrays(random_rgb(1, 16, 20, seed=7), vs.RGBS)
+    yuv = core.resize.Bicubic(rgb, format=vs.YUV420P8, matrix_s=matrix, range_s=rng)
+    yuv = core.std.RemoveFrameProps(yuv, ["_Matrix", "_Range", "_ColorRange"])
+    if props:
+        yuv = core.std.SetFrameProps(yuv, **props)
+    got = upscale(yuv, model).get_frame(0)
+    expected = _yuv_expected(yuv, SPEC, matrix, rng)
+    for plane in range(3):
+        difference = np.abs(np.asarray(got[plane]).astype(int) - np.asarray(expected[plane]))
+        assert difference.max() <= 1, plane
+
+
+def test_gray_becomes_rgb_and_back(model):
+    gray = clip_from_arrays([np.full((1, 10, 12), 0.25, np.float32)], vs.GRAYS)
+    out = upscale(gray, model)
+    network = random_network(SPEC)
+    with torch.inference_mode():
+        rgb = network(torch.full((1, 3, 10, 12), 0.25)).clamp(0, 1)[0]
+    luma = 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]
+    np.testing.assert_allclose(np.asarray(out.get_frame(0)[0]), luma.numpy(), atol=1e-5)
+
+
+def test_tiled_filter_equals_whole_frame_for_the_compact_property(make_checkpoint):
+    spec = compact(scale=2, num_conv=16, num_feat=8)
+    path = make_checkpoint(spec)
+    frames = random_rgb(1, 70, 90, seed=9)
+    out = upscale(clip_from_arrays(frames, vs.RGBS), path, tile=(48, 40), overlap=18, batch=3)
+    np.testing.assert_allclose(frame_array(out.get_frame(0)), _reference(frames, spec)[0],
+                               atol=1e-5)
+
+
+def test_odd_size_through_x2_rrdbnet(make_checkpoint):
+    spec = rrdb(scale=2)
+    clip = clip_from_arrays(random_rgb(1, 47, 63), vs.RGBS)
+    out = upscale(clip, make_checkpoint(spec))
+    assert (out.width, out.height) == (126, 94)
+    assert np.isfinite(frame_array(out.get_frame(0))).all()
+
+
+def test_concurrent_requests_give_identical_frames(model):
+    frames = random_rgb(12, 24, 28, seed=11)
+    sequential = [frame_array(f) for f in upscale(clip_from_arrays(frames, vs.RGB24), model,
+                                                  tile=16, overlap=4).frames()]
+    clip = upscale(clip_from_arrays(frames, vs.RGB24), model, tile=16, overlap=4)
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def fetch(indices):
+        try:
+            for n in indices:
+                results[n] = frame_array(clip.get_frame(n))
+        except BaseException as exc:  # report it in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch, args=(list(range(12))[k::4],)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    asynchronous = [f.result() for f in [clip.get_frame_async(n) for n in range(12)]]
+    assert not errors
+    for n in range(12):
+        np.testing.assert_array_equal(results[n], sequential[n])
+        np.testing.assert_array_equal(frame_array(asynchronous[n]), sequential[n])
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"tile": 32}, r"tile 32 is smaller than 2 x overlap \+ 1 = 33"),
+    ({"tile": (64, 20), "overlap": 10}, r"tile 20 is smaller than 2 x overlap \+ 1 = 21"),
+    ({"tile": "big"}, r"tile must be a positive int or \[width, height\], got 'big'"),
+    ({"overlap": -1}, r"overlap must be a non-negative int"),
+    ({"batch": 0}, r"batch must be a positive int"),
+    ({"backend": "onnx"}, r"backend must be one of auto, torch, got 'onnx'"),
+    ({"precision": "int8"}, r"precision must be one of auto, fp32, fp16, got 'int8'"),
+    ({"precision": "fp16", "device": "cpu"},
+     r"precision 'fp16' on the CPU .* use precision='fp32'"),
+    ({"device": "tpu"}, r"device must be cpu, cuda\[:N\] or mps, got 'tpu'"),
+])
+def test_bad_arguments(model, kwargs, message):
+    clip = core.std.BlankClip(format=vs.RGB24, width=64, height=48)
+    with pytest.raises(vs.Error, match=r"^upscale: " + message):
+        upscale(clip, model, **kwargs)
+
+
+def test_tile_not_a_multiple_for_pixel_unshuffle(make_checkpoint):
+    clip = core.std.BlankClip(format=vs.RGB24, width=64, height=48)
+    with pytest.raises(vs.Error, match=r"upscale: tile 45 is not a multiple of 2"):
+        upscale(clip, make_checkpoint(rrdb(scale=2)), tile=45)
+
+
+def test_missing_and_wrong_models(tmp_path):
+    clip = core.std.BlankClip(format=vs.RGB24, width=16, height=16)
+    with pytest.raises(vs.Error, match=r"upscale: no model given"):
+        upscale(clip)
+    with pytest.raises(vs.Error, match=r"upscale: model file '.*missing\.pth' does not exist"):
+        upscale(clip, tmp_path / "missing.pth")
+    text = tmp_path / "notes.pth"
+    text.write_text("hello")
+    with pytest.raises(vs.Error, match=r"upscale: .*notes\.pth: not a readable PyTorch"):
+        upscale(clip, text)
+
+
+def test_unsupported_clips(model):
+    mixed = core.std.Splice([core.std.BlankClip(format=vs.RGB24, width=8, height=8),
+                             core.std.BlankClip(format=vs.RGBS, width=8, height=8)],
+                            mismatch=True)
+    with pytest.raises(vs.Error, match="upscale: the clip has variable format or size"):
+        upscale(mixed, model)
+    sizes = core.std.Splice([core.std.BlankClip(width=8, height=8),
+                             core.std.BlankClip(width=16, height=8)], mismatch=True)
+    with pytest.raises(vs.Error, match="upscale: the clip has variable format or size"):
+        upscale(sizes, model)
+    deep = core.std.BlankClip(format=core.query_video_format(vs.GRAY, vs.INTEGER, 32).id)
+    with pytest.raises(vs.Error, match="upscale: expected 8 to 16 bit integer samples, got "
+                                       "Gray32"):
+        upscale(deep, model)
+    with pytest.raises(vs.Error, match=r"upscale: expected a video clip .* got AudioNode"):
+        upscale(core.std.BlankAudio(), model)
