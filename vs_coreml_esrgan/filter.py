@@ -15,6 +15,7 @@ import vapoursynth as vs
 
 from . import colour, frames, tiling
 from .backends import Backend, BackendError
+from .catalogue import DEFAULT_MODEL, is_model_name, resolve_model
 from .network_spec import ModelError
 
 BACKENDS = ("auto", "torch")
@@ -38,7 +39,9 @@ def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
     (converted to RGB with the first frame's ``_Matrix`` / ``_Range``, BT.709 limited where
     absent, and back). The result has the input's format at ``scale`` times the size, with
     the input's frame properties.
-    ``model``: a Real-ESRGAN checkpoint (``.pth``, ``.pt``, ``.safetensors``).
+    ``model``: a model name (see ``vs-coreml-esrgan models``; None means
+    'realesr-animevideov3'), a Real-ESRGAN checkpoint (``.pth``, ``.pt``, ``.safetensors``)
+    or an ncnn ``.param`` with its ``.bin`` beside it.
     ``tile``: the network's input size, overlap included: an int or ``(width, height)``;
     None picks the size that wastes least compute with tiles of at most 512.
     ``overlap``: context pixels on each inner side of a tile (cross-faded, no seams).
@@ -79,12 +82,9 @@ def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if model is None:
-        raise ValueError("no model given: pass model= a Real-ESRGAN checkpoint "
-                         "(.pth, .pt or .safetensors)")
     from .checkpoint import load_model
 
-    loaded = load_model(model)
+    loaded = load_model(_model_path(model))
     spec = loaded.spec
     tile_size = _tile_size(tile, clip.width, clip.height, overlap, spec.multiple_of)
     from .backends.torch_backend import create_torch_backend
@@ -93,6 +93,20 @@ def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
                                   precision=precision)
     plan = tiling.plan_tiles(clip.width, clip.height, tile_size, overlap, spec.scale)
     return _Setup(backend=runner, plan=plan, batch=batch)
+
+
+def _model_path(model: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
+    if model is None:
+        try:
+            return resolve_model(DEFAULT_MODEL).path
+        except ModelError as exc:
+            raise ModelError(f"no model given and the default model is not available: "
+                             f"{exc}") from None
+    if not isinstance(model, str | os.PathLike):
+        raise TypeError(f"model must be a name or a path, got {type(model).__name__}")
+    if isinstance(model, str) and is_model_name(model):
+        return resolve_model(model).path
+    return model
 
 
 def _tile_size(tile: int | Sequence[int] | None, width: int, height: int, overlap: int,

@@ -39,6 +39,9 @@ class NetworkSpec:
     num_grow_ch: int = 32  # RRDBNet: channels added by each dense layer
     num_conv: int = 16  # SRVGGNetCompact: body convolutions
     act_type: Activation = "prelu"  # SRVGGNetCompact only
+    # SRVGGNetCompact only: the body upscales by this factor and a bicubic resize brings
+    # the result to ``scale`` (how some ncnn exports make x2 / x3 from an x4 network).
+    bicubic_from: int | None = None
 
     @property
     def multiple_of(self) -> int:
@@ -52,13 +55,14 @@ class NetworkSpec:
         """Input pixels each output pixel can see on each side; None where it is unbounded
         for practical purposes (RRDBNet sees well over a hundred pixels)."""
         if self.arch == "srvgg":
-            return self.num_conv + 2
+            return self.num_conv + 2 + (1 if self.bicubic_from else 0)
         return None
 
     def describe(self) -> str:
         if self.arch == "srvgg":
+            resize = f", bicubic from x{self.bicubic_from}" if self.bicubic_from else ""
             return (f"SRVGGNetCompact x{self.scale} (num_conv={self.num_conv}, "
-                    f"num_feat={self.num_feat}, act={self.act_type})")
+                    f"num_feat={self.num_feat}, act={self.act_type}{resize})")
         return (f"RRDBNet x{self.scale} (num_block={self.num_block}, "
                 f"num_feat={self.num_feat}, num_grow_ch={self.num_grow_ch})")
 

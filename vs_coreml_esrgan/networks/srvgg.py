@@ -23,18 +23,24 @@ class SRVGGNetCompact(nn.Module):
     def __init__(self, spec: NetworkSpec) -> None:
         super().__init__()
         self.scale = spec.scale
+        self.body_scale = spec.bicubic_from or spec.scale
         channels = spec.num_feat
         layers: list[nn.Module] = [nn.Conv2d(spec.num_in_ch, channels, 3, padding=1),
                                    _activation(spec.act_type, channels)]
         for _ in range(spec.num_conv):
             layers += [nn.Conv2d(channels, channels, 3, padding=1),
                        _activation(spec.act_type, channels)]
-        layers.append(nn.Conv2d(channels, spec.num_out_ch * spec.scale ** 2, 3, padding=1))
+        layers.append(nn.Conv2d(channels, spec.num_out_ch * self.body_scale ** 2, 3,
+                                padding=1))
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.pixel_shuffle(self.body(x), self.scale)
-        return out + F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        out = F.pixel_shuffle(self.body(x), self.body_scale)
+        out = out + F.interpolate(x, scale_factor=self.body_scale, mode="nearest")
+        if self.body_scale != self.scale:
+            size = (x.shape[2] * self.scale, x.shape[3] * self.scale)
+            out = F.interpolate(out, size=size, mode="bicubic", align_corners=False)
+        return out
 
 
 def _activation(kind: str, channels: int) -> nn.Module:
