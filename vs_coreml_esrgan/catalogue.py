@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -98,10 +99,8 @@ def available_models() -> list[ResolvedModel]:
                 found[path.stem] = ResolvedModel(path.stem, path, "user directory")
     for model in KNOWN_MODELS:
         if model.name not in found:
-            try:
+            with contextlib.suppress(ModelError):
                 found[model.name] = resolve_model(model.name)
-            except ModelError:
-                pass
     return list(found.values())
 
 

@@ -205,7 +205,7 @@ def _srvgg_spec(layers: list[NcnnLayer], convs: list[NcnnLayer]) -> NetworkSpec:
     if prelus:
         act = "prelu"
     else:
-        kind, slope = _activation(convs[0])
+        kind = _activation(convs[0])[0]
         act = "relu" if kind == _ACT_RELU else "leakyrelu"
     interps = _interps(layers)
     nearest = [i for i in interps if i[1] == _INTERP_NEAREST]
