@@ -55,8 +55,17 @@ def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
                          device=device, precision=precision, batch=batch)
     except (ValueError, TypeError, OSError) as exc:
         raise vs.Error(f"{_NAME}: {exc}") from None
+    return apply_backend(clip, setup.backend, setup.plan, batch=setup.batch)
+
+
+def apply_backend(clip: vs.VideoNode, backend: Backend, plan: tiling.TilePlan, *,
+                  batch: int = 1) -> vs.VideoNode:
+    """Upscale a validated clip with a ready backend and tile plan (no argument checks).
+
+    For callers that build or wrap backends themselves (benchmarks, other front ends).
+    """
     rgb, restore = colour.to_rgb(clip)
-    return restore(_upscale_rgb(rgb, setup))
+    return restore(_upscale_rgb(rgb, _Setup(backend=backend, plan=plan, batch=batch)))
 
 
 def _check_clip(clip: object) -> None:
