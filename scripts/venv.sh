@@ -59,6 +59,8 @@ PY
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip || return 1
     "$venv/bin/python" -m pip install -q --disable-pip-version-check \
       -e "$_project_root[$extras]" || return 1
+    # vspipe finds its Python through VapourSynth's per-user configuration.
+    "$venv/bin/vapoursynth" config >/dev/null || return 1
     touch "$venv/.complete"
   fi
   # The cache is shared by every checkout: point the editable install at this one.
@@ -68,6 +70,9 @@ print(pathlib.Path(vs_coreml_esrgan.__file__).parent.parent)' 2>/dev/null)" != "
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
       -e "$_project_root" >/dev/null || return 1
   fi
+  # The native namespace plugin of a development checkout: rebuilt every time (a fraction
+  # of a second) so it never lags behind native/coreml_esrgan.c.
+  "$venv/bin/python" "$_project_root/native/build_plugin.py" >/dev/null || return 1
   VENV_PY="$venv/bin/python"
   export PATH="$venv/bin:$PATH"
 }

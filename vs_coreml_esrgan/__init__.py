@@ -1,10 +1,14 @@
 """Real-ESRGAN upscaling for VapourSynth: Core ML on Apple Silicon, PyTorch elsewhere."""
 
+from ._plugin import load_development_plugin
 from .filter import upscale
 from .network_spec import ModelError, NetworkSpec, detect_spec
 from .tiling import TilePlan, choose_tile_size, plan_tiles, upscale_tiled
 
 __version__ = "0.1.0"
+
+# Editable installs only: a normal install's plugin is autoloaded by VapourSynth.
+load_development_plugin()
 
 __all__ = ["ModelError", "NetworkSpec", "TilePlan", "__version__", "choose_tile_size",
            "detect_spec", "plan_tiles", "upscale", "upscale_tiled"]
