@@ -191,7 +191,8 @@ VS_EXTERNAL_API(void) VapourSynthPluginInit2(VSPlugin *plugin, const VSPLUGINAPI
                          VAPOURSYNTH_API_VERSION, 0, plugin);
     vspapi->registerFunction(FILTER,
                              "clip:vnode;model:data:opt;tile:int[]:opt;overlap:int:opt;"
-                             "backend:data:opt;device:data:opt;precision:data:opt;batch:int:opt;",
+                             "backend:data:opt;device:data:opt;precision:data:opt;batch:int:opt;"
+                             "compute_units:data:opt;",
                              "clip:vnode;", upscaleCreate, NULL, plugin);
     vspapi->registerFunction("RegisterImplementation", "impl:func;", "", registerImplementationCreate,
                              NULL, plugin);

@@ -164,7 +164,7 @@ def test_concurrent_requests_give_identical_frames(model):
     ({"tile": "big"}, r"tile must be a positive int or \[width, height\], got 'big'"),
     ({"overlap": -1}, r"overlap must be a non-negative int"),
     ({"batch": 0}, r"batch must be a positive int"),
-    ({"backend": "onnx"}, r"backend must be one of auto, torch, got 'onnx'"),
+    ({"backend": "onnx"}, r"backend must be one of auto, torch, coreml, mil, got 'onnx'"),
     ({"precision": "int8"}, r"precision must be one of auto, fp32, fp16, got 'int8'"),
     ({"precision": "fp16", "device": "cpu"},
      r"precision 'fp16' on the CPU .* use precision='fp32'"),

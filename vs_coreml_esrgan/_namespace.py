@@ -30,8 +30,8 @@ class _Implementation:
     def __call__(self, clip: vs.VideoNode, model: str | bytes | None = None,
                  tile: list[int] | int | None = None, overlap: int | None = None,
                  backend: str | bytes | None = None, device: str | bytes | None = None,
-                 precision: str | bytes | None = None, batch: int | None = None
-                 ) -> vs.VideoNode | str:
+                 precision: str | bytes | None = None, batch: int | None = None,
+                 compute_units: str | bytes | None = None) -> vs.VideoNode | str:
         from .filter import upscale
 
         options: dict[str, object] = {
@@ -39,7 +39,7 @@ class _Implementation:
             "tile": tile[0] if isinstance(tile, list) and len(tile) == 1 else tile,
             "device": _text(device),
             "overlap": overlap, "backend": _text(backend), "precision": _text(precision),
-            "batch": batch,
+            "batch": batch, "compute_units": _text(compute_units),
         }
         given = {k: v for k, v in options.items() if v is not None}
         try:

@@ -86,6 +86,17 @@ def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = No
     return LoadedModel(spec=spec, network=network, path=path)
 
 
+def model_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 identifying a model file's contents (an ncnn model: .param and .bin)."""
+    path = Path(path)
+    if path.suffix != ".param":
+        return file_sha256(path)
+    combined = hashlib.sha256()
+    for part in (path, path.with_suffix(".bin")):
+        combined.update(bytes.fromhex(file_sha256(part)))
+    return combined.hexdigest()
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file's contents, read in chunks."""
     digest = hashlib.sha256()

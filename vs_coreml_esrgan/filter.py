@@ -8,8 +8,10 @@ write.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import vapoursynth as vs
 
@@ -18,7 +20,7 @@ from .backends import Backend, BackendError
 from .catalogue import DEFAULT_MODEL, is_model_name, resolve_model
 from .network_spec import ModelError
 
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "coreml", "mil")
 _NAME = "upscale"
 
 
@@ -32,7 +34,7 @@ class _Setup:
 def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
             tile: int | Sequence[int] | None = None, overlap: int = 16,
             backend: str = "auto", device: str | None = None, precision: str = "auto",
-            batch: int = 1) -> vs.VideoNode:
+            batch: int | None = None, compute_units: str | None = None) -> vs.VideoNode:
     """Upscale ``clip`` with a Real-ESRGAN network.
 
     ``clip``: constant format and size; RGB (8-16 bit integer, half, single), YUV or GRAY
@@ -40,19 +42,26 @@ def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
     absent, and back). The result has the input's format at ``scale`` times the size, with
     the input's frame properties.
     ``model``: a model name (see ``vs-coreml-esrgan models``; None means
-    'realesr-animevideov3'), a Real-ESRGAN checkpoint (``.pth``, ``.pt``, ``.safetensors``)
-    or an ncnn ``.param`` with its ``.bin`` beside it.
+    'realesr-animevideov3'), a Real-ESRGAN checkpoint (``.pth``, ``.pt``, ``.safetensors``),
+    an ncnn ``.param`` with its ``.bin`` beside it, or a converted ``.mlpackage``.
     ``tile``: the network's input size, overlap included: an int or ``(width, height)``;
-    None picks the size that wastes least compute with tiles of at most 512.
+    None picks the size that wastes least compute with tiles of at most 512 (a
+    ``.mlpackage`` has its own, which ``tile`` must match if given).
     ``overlap``: context pixels on each inner side of a tile (cross-faded, no seams).
-    ``backend``: 'auto' or 'torch'; ``device``: a torch device ('cpu', 'cuda', 'mps');
-    ``precision``: 'auto', 'fp32' or 'fp16'; ``batch``: tiles per backend call.
+    ``backend``: 'auto' (coreml on macOS, else torch, or mil for a ``.mlpackage``),
+    'torch', 'coreml' (macOS) or 'mil' (the portable ML Program executor). With 'coreml'
+    or 'mil' a checkpoint is converted on first use into the user cache.
+    ``device``: a torch device ('cpu', 'cuda', 'mps'); ``precision``: 'auto', 'fp32' or
+    'fp16' ('auto': fp16 for Core ML, CUDA and MPS, fp32 on the CPU); ``batch``: tiles per
+    backend call (None: 1, or a package's own); ``compute_units``: for coreml, 'ane'
+    (CPU and Neural Engine, the default for fp16), 'gpu', 'cpu' or 'all'.
     Raises vapoursynth.Error, prefixed 'upscale: ', for any bad argument.
     """
     try:
         _check_clip(clip)
         setup = _prepare(clip, model, tile=tile, overlap=overlap, backend=backend,
-                         device=device, precision=precision, batch=batch)
+                         device=device, precision=precision, batch=batch,
+                         compute_units=compute_units)
     except (ValueError, TypeError, OSError) as exc:
         raise vs.Error(f"{_NAME}: {exc}") from None
     return apply_backend(clip, setup.backend, setup.plan, batch=setup.batch)
@@ -84,24 +93,98 @@ def _check_clip(clip: object) -> None:
 
 def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
              tile: int | Sequence[int] | None, overlap: int, backend: str,
-             device: str | None, precision: str, batch: int) -> _Setup:
+             device: str | None, precision: str, batch: int | None,
+             compute_units: str | None) -> _Setup:
     if not isinstance(overlap, int) or overlap < 0:
         raise ValueError(f"overlap must be a non-negative int, got {overlap!r}")
-    if not isinstance(batch, int) or batch < 1:
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    path = _model_path(model)
+    is_package = os.fspath(path).endswith(".mlpackage")
+    chosen = _choose_backend(backend, is_package)
+    if compute_units is not None and chosen != "coreml":
+        raise ValueError(f"compute_units applies to backend 'coreml' only, not {chosen!r}")
+    if chosen == "torch":
+        if is_package:
+            raise ValueError("a .mlpackage runs with backend 'coreml' (macOS) or 'mil'; "
+                             "backend 'torch' needs a checkpoint or ncnn model")
+        return _prepare_torch(clip, path, tile=tile, overlap=overlap, device=device,
+                              precision=precision, batch=batch or 1)
+    if device is not None:
+        raise ValueError(f"device applies to backend 'torch' only, not {chosen!r}")
+    package = path if is_package else _convert_for(clip, path, tile=tile, overlap=overlap,
+                                                    precision=precision, batch=batch or 1)
+    return _prepare_package(clip, package, chosen, tile=tile, overlap=overlap,
+                            batch=batch, compute_units=compute_units)
+
+
+def _choose_backend(backend: str, is_package: bool) -> str:
+    if backend != "auto":
+        return backend
+    if sys.platform == "darwin":
+        return "coreml"
+    return "mil" if is_package else "torch"
+
+
+def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
+                   tile: int | Sequence[int] | None, overlap: int, device: str | None,
+                   precision: str, batch: int) -> _Setup:
+    from .backends.torch_backend import create_torch_backend
     from .checkpoint import load_model
 
-    loaded = load_model(_model_path(model))
+    loaded = load_model(path)
     spec = loaded.spec
     tile_size = _tile_size(tile, clip.width, clip.height, overlap, spec.multiple_of)
-    from .backends.torch_backend import create_torch_backend
-
     runner = create_torch_backend(loaded.network, spec.scale, device=device,
                                   precision=precision)
     plan = tiling.plan_tiles(clip.width, clip.height, tile_size, overlap, spec.scale)
     return _Setup(backend=runner, plan=plan, batch=batch)
+
+
+def _convert_for(clip: vs.VideoNode, path: str | os.PathLike[str], *,
+                 tile: int | Sequence[int] | None, overlap: int, precision: str,
+                 batch: int) -> Path:
+    """A checkpoint's Core ML package for this clip's tile size, from the cache."""
+    from .checkpoint import load_model
+    from .coreml.cached import cached_package
+
+    if precision not in ("auto", "fp16", "fp32"):
+        raise ValueError(f"precision must be one of auto, fp32, fp16, got {precision!r}")
+    loaded = load_model(path)
+    tile_size = _tile_size(tile, clip.width, clip.height, overlap, loaded.spec.multiple_of)
+    return cached_package(loaded, tile=tile_size, batch=batch,
+                          precision="fp32" if precision == "fp32" else "fp16",
+                          notify=lambda message: print(f"vs_coreml_esrgan: {message}",
+                                                       file=sys.stderr, flush=True))
+
+
+def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen: str, *,
+                     tile: int | Sequence[int] | None, overlap: int, batch: int | None,
+                     compute_units: str | None) -> _Setup:
+    from .coreml.package import read_package
+
+    info = read_package(package)
+    if tile is not None:
+        wanted = (tile, tile) if isinstance(tile, int) else tuple(tile)
+        if wanted != info.tile:
+            raise ValueError(f"tile {wanted[0]}x{wanted[1]} disagrees with the package's "
+                             f"compiled tile {info.tile[0]}x{info.tile[1]}; omit tile= or "
+                             "convert again with --tile")
+    if batch is not None and batch != info.batch:
+        raise ValueError(f"batch {batch} disagrees with the package's compiled batch "
+                         f"{info.batch}; omit batch= or convert again with --batch")
+    if chosen == "coreml":
+        from .backends.coreml_backend import create_coreml_backend
+
+        runner: Backend = create_coreml_backend(package, compute_units=compute_units)
+    else:
+        from .backends.mil_backend import create_mil_backend
+
+        runner = create_mil_backend(package)
+    plan = tiling.plan_tiles(clip.width, clip.height, info.tile, overlap, info.scale)
+    return _Setup(backend=runner, plan=plan, batch=info.batch)
 
 
 def _model_path(model: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
