@@ -1,0 +1,208 @@
+"""The ``vs-coreml-esrgan`` command: convert, verify, inspect, models, cache."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .backends import BackendError
+from .network_spec import ModelError
+
+PROG = "vs-coreml-esrgan"
+
+
+class UsageError(Exception):
+    """A bad command line: exit status 2."""
+
+
+def _tile(text: str) -> tuple[int, int]:
+    """'512' or '640x360' (width x height)."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected W or WxH, got {text!r}") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected W or WxH with positive sizes, got {text!r}")
+    return parts[0], parts[1]
+
+
+def _resolve(model: str) -> Path:
+    from .catalogue import is_model_name, resolve_model
+
+    if is_model_name(model):
+        return resolve_model(model).path
+    return Path(model)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .coreml.convert import convert_model
+
+    loaded = load_model(_resolve(args.model))
+    output = Path(args.output)
+    print(f"converting {loaded.spec.describe()} to {output} (tile {args.tile[0]}x"
+          f"{args.tile[1]}, batch {args.batch}, {args.precision}) ...", file=sys.stderr)
+    convert_model(loaded, output, tile=args.tile, batch=args.batch, precision=args.precision)
+    print(output)
+    return 0
+
+
+def _find_source(info) -> Path:
+    """The catalogue model whose content hash the package recorded."""
+    from .catalogue import available_models
+    from .checkpoint import model_sha256
+
+    wanted = info.metadata.get("source_sha256")
+    for candidate in available_models():
+        if wanted and model_sha256(candidate.path) == wanted:
+            return candidate.path
+    raise UsageError(f"{info.path} was converted from {info.metadata.get('source', 'a file')} "
+                     "that is not among the known models; pass --against CHECKPOINT")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .coreml.package import read_package
+    from .coreml.verify import compare
+
+    info = read_package(args.package)
+    source = Path(args.against) if args.against else _find_source(info)
+    loaded = load_model(_resolve(str(source)))
+    backend = args.backend
+    if backend == "auto":
+        backend = "coreml" if sys.platform == "darwin" else "mil"
+    if backend == "coreml":
+        from .backends.coreml_backend import create_coreml_backend
+
+        runner = create_coreml_backend(args.package, compute_units=args.compute_units)
+    else:
+        from .backends.mil_backend import create_mil_backend
+
+        runner = create_mil_backend(args.package)
+    result = compare(runner, loaded.network, info, rounds=args.rounds, seed=args.seed)
+    verdict = "PASS" if result.passed else "FAIL"
+    print(f"{verdict}: {info.path.name} ({info.precision}, {backend}) against {source.name} "
+          f"on {result.tiles} random tiles: max abs error {result.max_abs_error:.3g}, "
+          f"PSNR {result.psnr:.1f} dB (needs {result.tolerance})")
+    return 0 if result.passed else 1
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from .coreml.package import load_spec, read_package
+
+    info = read_package(args.package)
+    print(f"{info.path}")
+    print(f"  input  {info.input_name}: {info.input_shape} {info.input_dtype}")
+    print(f"  output {info.output_name}: {info.output_shape} {info.output_dtype}")
+    for key, value in sorted(info.metadata.items()):
+        print(f"  {key}: {value}")
+    function = load_spec(args.package).mlProgram.functions["main"]
+    ops = Counter(op.type for op in function.block_specializations[function.opset].operations
+                  if op.type != "const")
+    print("  operations: " + ", ".join(f"{name} x{count}" for name, count in sorted(ops.items())))
+    if sys.platform != "darwin":
+        print("  device placement: needs macOS (Core ML's compute plan)")
+        return 0
+    from .backends.coreml_backend import operation_devices
+
+    devices = Counter(device for _, device in operation_devices(args.package,
+                                                                args.compute_units))
+    print(f"  device placement ({args.compute_units}): "
+          + ", ".join(f"{device} {count}" for device, count in sorted(devices.items())))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .cache import entries
+    from .catalogue import KNOWN_MODELS, available_models, user_model_dir
+    from .checkpoint import load_model
+
+    known = {m.name: m for m in KNOWN_MODELS}
+    found = available_models()
+    print(f"{'name':28} {'scale':>5}  {'architecture':16} where")
+    for model in found:
+        if model.name in known:
+            scale, arch = known[model.name].scale, known[model.name].arch
+        else:
+            spec = load_model(model.path).spec
+            scale, arch = spec.scale, spec.arch
+        print(f"{model.name:28} {'x' + str(scale):>5}  {arch:16} {model.origin}: {model.path}")
+    missing = [name for name in known if name not in {m.name for m in found}]
+    if missing:
+        print(f"not installed: {', '.join(missing)} (pip install 'vs-coreml-esrgan[models]')")
+    print(f"user model directory: {user_model_dir()}")
+    cached = entries()
+    print(f"cache: {len(cached)} entries, {sum(size for _, size in cached) / 1e6:.1f} MB")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .cache import cache_dir, clear, entries
+
+    if args.clear:
+        print(f"removed {clear()} entries from {cache_dir()}")
+        return 0
+    print(cache_dir())
+    for path, size in entries():
+        print(f"  {size / 1e6:8.1f} MB  {path.relative_to(cache_dir())}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Real-ESRGAN for VapourSynth: "
+                                     "Core ML conversion and tools.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = commands.add_parser("convert", help="checkpoint or model name -> .mlpackage")
+    convert.add_argument("model", help="model name, checkpoint or ncnn .param")
+    convert.add_argument("-o", "--output", required=True, help="NAME.mlpackage (not overwritten)")
+    convert.add_argument("--tile", type=_tile, required=True, help="input tile, W or WxH")
+    convert.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    convert.add_argument("--batch", type=int, default=1, help="tiles per prediction")
+    convert.set_defaults(func=cmd_convert)
+
+    verify = commands.add_parser("verify", help="compare a package with its checkpoint")
+    verify.add_argument("package")
+    verify.add_argument("--against", help="checkpoint or model (default: found by hash)")
+    verify.add_argument("--backend", choices=("auto", "coreml", "mil"), default="auto")
+    verify.add_argument("--compute-units", choices=("ane", "gpu", "cpu", "all"))
+    verify.add_argument("--rounds", type=int, default=2, help="random batches to compare")
+    verify.add_argument("--seed", type=int, default=0)
+    verify.set_defaults(func=cmd_verify)
+
+    inspect = commands.add_parser("inspect", help="a package's contract, ops and devices")
+    inspect.add_argument("package")
+    inspect.add_argument("--compute-units", choices=("ane", "gpu", "cpu", "all"),
+                         default="ane")
+    inspect.set_defaults(func=cmd_inspect)
+
+    models = commands.add_parser("models", help="model names and where they come from")
+    models.set_defaults(func=cmd_models)
+
+    cache = commands.add_parser("cache", help="show (or --clear) converted models")
+    cache.add_argument("--clear", action="store_true")
+    cache.set_defaults(func=cmd_cache)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ModelError, BackendError, OSError, ValueError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
