@@ -1,4 +1,4 @@
-"""The ``vs-coreml-esrgan`` command: convert, verify, inspect, models, cache."""
+"""The ``vs-coreml-esrgan`` command: upscale, convert, verify, inspect, models, cache."""
 
 from __future__ import annotations
 
@@ -154,6 +154,38 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from .job.media import JobError
+    from .job.run import JobRequest, describe, plan_job, run_job
+    from .job.script import UpscaleOptions
+
+    request = JobRequest(
+        source=Path(args.input), output=Path(args.output),
+        upscale=UpscaleOptions(model=args.model, tile=args.tile, overlap=args.overlap,
+                               backend=args.backend),
+        encoder=args.encoder, crf=args.crf, preset=args.preset, bits=args.bit_depth,
+        start=args.start, end=args.end, chunks=args.chunks, force=args.force)
+    try:
+        job = plan_job(request)
+        if args.print:
+            print(describe(job), end="")
+            return 0
+        processed, reused = run_job(job, warn=lambda m: print(f"{PROG}: warning: {m}",
+                                                              file=sys.stderr))
+    except JobError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        kept = " (finished segments are kept: rerun the same command to resume)" \
+            if args.chunks > 1 else ""
+        print(f"{PROG}: interrupted; nothing was written to {args.output}{kept}",
+              file=sys.stderr)
+        return 130
+    print(f"{args.output}: {job.frames} frames ({processed} processed now"
+          + (f", {reused} segments reused" if reused else "") + ")")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Real-ESRGAN for VapourSynth: "
                                      "Core ML conversion and tools.")
@@ -181,6 +213,28 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--compute-units", choices=("ane", "gpu", "cpu", "all"),
                          default="ane")
     inspect.set_defaults(func=cmd_inspect)
+
+    job = commands.add_parser("upscale", help="upscale a video file, audio and subtitles "
+                              "kept (vspipe | ffmpeg)")
+    job.add_argument("input")
+    job.add_argument("output", help=".mkv, .mp4, .mov or .m4v (never overwritten without "
+                     "--force)")
+    job.add_argument("--model", help="model name or file (default realesr-animevideov3)")
+    job.add_argument("--tile", type=_tile, help="W or WxH (default: planned per frame size)")
+    job.add_argument("--overlap", type=int, default=16)
+    job.add_argument("--backend", choices=("auto", "torch", "coreml", "mil"), default="auto")
+    job.add_argument("--encoder", choices=("x264", "x265", "av1", "prores", "ffv1"),
+                     default="x264")
+    job.add_argument("--crf", type=int, help="quality (x264 16, x265 18, av1 28 by default)")
+    job.add_argument("--preset", help="encoder preset, e.g. slow")
+    job.add_argument("--bit-depth", type=int, choices=(8, 10), default=8)
+    job.add_argument("--start", type=int, help="first frame (default 0)")
+    job.add_argument("--end", type=int, help="last frame, inclusive (default: the last)")
+    job.add_argument("--chunks", type=int, default=1, help="encode in N resumable segments")
+    job.add_argument("--force", action="store_true", help="replace an existing output")
+    job.add_argument("--print", action="store_true", help="show the .vpy and the pipeline "
+                     "instead of running them")
+    job.set_defaults(func=cmd_upscale)
 
     models = commands.add_parser("models", help="model names and where they come from")
     models.set_defaults(func=cmd_models)
