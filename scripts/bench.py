@@ -1,39 +1,50 @@
-"""Benchmark: frames per second, pipeline efficiency and compute waste of the filter.
+"""Benchmark: this project's backends, and (with --peers) the peers, on the same weights.
 
-Pipeline efficiency is the time spent inside backend calls divided by the wall time per
-frame: what the tiling, format conversion and stitching around the network cost. Frames
-are requested one at a time (one VapourSynth thread) so the two times are comparable.
+Two parts:
 
-    python scripts/bench.py                      # 1920x1080 and 640x360, torch CPU
-    python scripts/bench.py --sizes 640x360 --frames 5 --model realesr-animevideov3
+1. Pipeline efficiency (default): frames/s, pipeline efficiency (time inside backend calls
+   / wall time per frame: what tiling, conversion and stitching cost) and compute waste
+   (computed tile area / frame area) of our backends at 1920x1080 and 640x360, with a
+   random-weight SRVGGNetCompact of realesr-animevideov3's shape, one VapourSynth thread.
+2. Peers (--peers): the same clip and the same weights through our backends and vs-mlrt's
+   ONNX Runtime and OpenVINO CPU runtimes (an ONNX export of the same network), whole
+   frames (one tile each, so only the network runtimes differ). Runs alternate
+   (A B C A B C ...), each in its own process (clean peak memory); medians are reported
+   with the ratio to the fastest peer, and a markdown table and a PNG chart are written to
+   docs/benchmarks/.
+
+    python scripts/bench.py                  # part 1
+    python scripts/bench.py --peers          # part 2 (needs vapoursynth-mlrt-ort/-ov, onnx)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import json
+import os
 import platform
+import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-import torch
-import vapoursynth as vs
 
-from vs_coreml_esrgan import choose_tile_size, plan_tiles
-from vs_coreml_esrgan.backends import Backend
-from vs_coreml_esrgan.backends.torch_backend import create_torch_backend
-from vs_coreml_esrgan.checkpoint import load_model
-from vs_coreml_esrgan.filter import apply_backend
-from vs_coreml_esrgan.network_spec import NetworkSpec
-from vs_coreml_esrgan.networks import build_network
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = ROOT / "docs" / "benchmarks"
 
 
 @dataclass
 class TimedBackend:
     """Wraps a backend and adds up the wall time spent inside its calls."""
 
-    inner: Backend
+    inner: object
     seconds: float = 0.0
     calls: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -60,69 +71,307 @@ class TimedBackend:
                 self.calls += 1
 
 
-def random_compact() -> torch.nn.Module:
-    """realesr-animevideov3's shape (x4, 16 convs, 64 features) with random weights."""
-    torch.manual_seed(0)
-    spec = NetworkSpec(arch="srvgg", scale=4, num_conv=16, num_feat=64)
-    return spec, build_network(spec)
+# --- models -----------------------------------------------------------------------------
+
+def load_network(model: str):
+    """(spec, torch network) for a catalogue name or 'random-compact' / 'random-rrdb'."""
+    import torch
+
+    from vs_coreml_esrgan.checkpoint import load_model
+    from vs_coreml_esrgan.network_spec import NetworkSpec
+    from vs_coreml_esrgan.networks import build_network
+
+    if model.startswith("random-"):
+        torch.manual_seed(0)
+        spec = (NetworkSpec(arch="srvgg", scale=4, num_conv=16, num_feat=64)
+                if model == "random-compact" else
+                NetworkSpec(arch="rrdbnet", scale=4, num_block=23, num_feat=64,
+                            num_grow_ch=32))
+        network = build_network(spec)
+        with torch.no_grad():
+            for parameter in network.parameters():
+                parameter.mul_(0.5)
+        return spec, network
+    from vs_coreml_esrgan.filter import _model_path
+
+    loaded = load_model(_model_path(model))
+    return loaded.spec, loaded.network
 
 
-def bench_size(network, spec, width: int, height: int, frames: int, overlap: int,
-               tile: tuple[int, int] | None, batch: int, fmt: int) -> dict:
+# --- one measured run (in a worker process) ---------------------------------------------
+
+def run_once(runner: str, model: str, width: int, height: int, frames: int,
+             workdir: Path) -> dict:
+    """Time ``frames`` frames (after one warm-up frame) through one runner."""
+    import resource
+
+    import vapoursynth as vs
+
     core = vs.core
-    tile = tile or choose_tile_size(width, height, overlap, multiple_of=spec.multiple_of)
-    plan = plan_tiles(width, height, tile, overlap, spec.scale)
-    timed = TimedBackend(create_torch_backend(network, spec.scale, device="cpu"))
-    # Network cost does not depend on pixel values, so a blank clip measures it fairly.
-    clip = core.std.BlankClip(format=fmt, width=width, height=height, length=frames + 1)
-    out = apply_backend(clip, timed, plan, batch=batch)
-    out.get_frame(0)  # warm-up: first-call allocations and torch's kernel selection
-    timed.seconds, timed.calls = 0.0, 0
+    core.num_threads = 1
+    spec, network = load_network(model)
+    # Network cost does not depend on pixel values; a blank clip measures it fairly.
+    clip = core.std.BlankClip(format=vs.RGBS, width=width, height=height, length=frames + 1,
+                              color=[0.3, 0.5, 0.7])
+    timed = None
+    if runner in ("torch", "mil"):
+        from vs_coreml_esrgan import plan_tiles
+        from vs_coreml_esrgan.filter import apply_backend
+
+        tile = (width, height)
+        if runner == "torch":
+            from vs_coreml_esrgan.backends.torch_backend import create_torch_backend
+
+            inner = create_torch_backend(network, spec.scale, device="cpu")
+        else:
+            from vs_coreml_esrgan.backends.mil_backend import create_mil_backend
+
+            inner = create_mil_backend(_package(model, spec, network, tile, workdir))
+        timed = TimedBackend(inner)
+        out = apply_backend(clip, timed, plan_tiles(width, height, tile, 0, spec.scale))
+    else:
+        onnx = _onnx(model, network, workdir)
+        if runner == "ort":
+            out = core.ort.Model(clip, network_path=str(onnx), provider="CPU")
+        else:
+            out = core.ov.Model(clip, network_path=str(onnx), device="CPU")
+    out.get_frame(0)
+    if timed:
+        timed.seconds = 0.0
     start = time.perf_counter()
     for n in range(1, frames + 1):
         out.get_frame(n)
     wall = time.perf_counter() - start
-    return {"size": f"{width}x{height}", "tile": f"{tile[0]}x{tile[1]}",
-            "tiles": plan.num_tiles, "waste": plan.compute_waste, "fps": frames / wall,
-            "s_per_frame": wall / frames, "efficiency": timed.seconds / wall,
-            "format": core.get_video_format(fmt).name}
+    return {"runner": runner, "model": model, "s_per_frame": wall / frames,
+            "efficiency": timed.seconds / wall if timed else None,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _onnx(model: str, network, workdir: Path) -> Path:
+    import torch
+
+    path = workdir / f"{model}.onnx"
+    if not path.exists():
+        example = torch.rand(1, 3, 64, 64)
+        torch.onnx.export(network.eval(), example, str(path), opset_version=17, dynamo=False,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {2: "h", 3: "w"},
+                                        "output": {2: "h4", 3: "w4"}})
+    return path
+
+
+def _package(model: str, spec, network, tile, workdir: Path) -> Path:
+    from vs_coreml_esrgan.checkpoint import LoadedModel
+    from vs_coreml_esrgan.coreml.convert import convert_model
+
+    path = workdir / f"{model}-{tile[0]}x{tile[1]}.mlpackage"
+    if not path.exists():
+        import torch
+
+        checkpoint = workdir / f"{model}.pth"
+        torch.save(network.state_dict(), checkpoint)
+        convert_model(LoadedModel(spec=spec, network=network, path=checkpoint), path,
+                      tile=tile, precision="fp16")
+    return path
+
+
+# --- part 1: efficiency -----------------------------------------------------------------
+
+def efficiency(sizes: list[tuple[int, int]], frames: int, overlap: int) -> None:
+    import torch
+    import vapoursynth as vs
+
+    from vs_coreml_esrgan import choose_tile_size, plan_tiles
+    from vs_coreml_esrgan.backends.torch_backend import create_torch_backend
+    from vs_coreml_esrgan.filter import apply_backend
+
+    vs.core.num_threads = 1
+    spec, network = load_network("random-compact")
+    print(f"random SRVGGNetCompact x4 (16 convs, 64 feat); torch {torch.__version__} CPU "
+          f"fp32, {torch.get_num_threads()} threads; overlap {overlap}; {frames} frames; "
+          "YUV420P8 input; one VapourSynth thread")
+    print("| frame | tile | tiles | compute waste | s/frame | fps | pipeline efficiency |")
+    print("|---|---|---|---|---|---|---|")
+    for width, height in sizes:
+        tile = choose_tile_size(width, height, overlap)
+        plan = plan_tiles(width, height, tile, overlap, spec.scale)
+        timed = TimedBackend(create_torch_backend(network, spec.scale, device="cpu"))
+        clip = vs.core.std.BlankClip(format=vs.YUV420P8, width=width, height=height,
+                                     length=frames + 1)
+        out = apply_backend(clip, timed, plan)
+        out.get_frame(0)
+        timed.seconds = 0.0
+        start = time.perf_counter()
+        for n in range(1, frames + 1):
+            out.get_frame(n)
+        wall = time.perf_counter() - start
+        print(f"| {width}x{height} | {tile[0]}x{tile[1]} | {plan.num_tiles} | "
+              f"{plan.compute_waste:.3f} | {wall / frames:.2f} | {frames / wall:.3f} | "
+              f"{timed.seconds / wall:.3f} |", flush=True)
+
+
+# --- part 2: peers ----------------------------------------------------------------------
+
+def available_runners() -> tuple[list[str], dict[str, str]]:
+    import vapoursynth as vs
+
+    runners, missing = ["torch", "mil"], {}
+    for name, package in (("ort", "vapoursynth-mlrt-ort"), ("ov", "vapoursynth-mlrt-ov")):
+        if hasattr(vs.core, name):
+            runners.append(name)
+        else:
+            missing[name] = f"not installed (pip install {package})"
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("vsrealesrgan") is None:
+        missing["vsrealesrgan"] = "not installed"
+    elif not torch.cuda.is_available():
+        missing["vsrealesrgan"] = "installed, but it runs on CUDA only and there is no GPU"
+    if importlib.util.find_spec("realesrgan") is None:
+        missing["Real-ESRGAN inference"] = "not installed (realesrgan package)"
+    if sys.platform == "darwin":
+        missing["coreml"] = "not part of this run yet: use --backend coreml on a Mac"
+    return runners, missing
+
+
+def peers(models: list[str], size: tuple[int, int], frames: int, rounds: int) -> None:
+    runners, missing = available_runners()
+    results: dict[tuple[str, str], list[dict]] = {}
+    with tempfile.TemporaryDirectory() as work:
+        for model in models:
+            for round_index in range(rounds):
+                for runner in runners:  # alternate: A B C, A B C, ...
+                    result = _worker(runner, model, size, frames, Path(work))
+                    results.setdefault((model, runner), []).append(result)
+                    print(f"round {round_index + 1}/{rounds} {model:22} {runner:6} "
+                          f"{result['s_per_frame']:.3f} s/frame", flush=True)
+    report(results, runners, missing, models, size, frames, rounds)
+
+
+def _worker(runner: str, model: str, size: tuple[int, int], frames: int, work: Path) -> dict:
+    command = [sys.executable, __file__, "--worker", json.dumps(
+        {"runner": runner, "model": model, "width": size[0], "height": size[1],
+         "frames": frames, "workdir": str(work)})]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{runner} on {model} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _versions() -> str:
+    import importlib.metadata
+
+    import torch
+    import vapoursynth as vs
+
+    parts = [f"Python {platform.python_version()}",
+             f"VapourSynth R{vs.__version__.release_major}", f"torch {torch.__version__}"]
+    for name in ("coremltools", "onnx", "vapoursynth-mlrt-ort", "vapoursynth-mlrt-ov"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            parts.append(f"{name} {importlib.metadata.version(name)}")
+    return ", ".join(parts)
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs"
+
+
+def report(results, runners, missing, models, size, frames, rounds) -> None:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    names = {"torch": "ours: torch CPU fp32", "mil": "ours: mil (fp16 ML Program)",
+             "ort": "vs-mlrt ORT CPU", "ov": "vs-mlrt OpenVINO CPU"}
+    peers_ = [r for r in runners if r in ("ort", "ov")]
+    lines = [f"# CPU benchmark: {size[0]}x{size[1]} -> x4, {frames} frames per run, "
+             f"{rounds} alternating rounds, medians",
+             "", f"- date: {datetime.date.today().isoformat()}", f"- machine: {_machine()}",
+             f"- versions: {_versions()}",
+             "- each run in its own process, one VapourSynth thread, whole frame as one tile;"
+             " peak RSS is the worker process's maximum resident size", ""]
+    lines += ["| model | runner | s/frame (median) | fps | vs fastest peer | pipeline "
+              "efficiency | peak RSS (MB) |", "|---|---|---|---|---|---|---|"]
+    chart: dict[str, dict[str, float]] = {}
+    for model in models:
+        medians = {r: statistics.median(x["s_per_frame"] for x in results[(model, r)])
+                   for r in runners}
+        fastest_peer = min((medians[r] for r in peers_), default=None)
+        for runner in runners:
+            rows = results[(model, runner)]
+            efficiencies = [x["efficiency"] for x in rows if x["efficiency"] is not None]
+            efficiency_text = (f"{statistics.median(efficiencies):.3f}" if efficiencies
+                               else "-")
+            ratio = f"{fastest_peer / medians[runner]:.2f}x" if fastest_peer else "-"
+            peak = max(x["peak_rss_mb"] for x in rows)
+            lines.append(f"| {model} | {names[runner]} | {medians[runner]:.3f} | "
+                         f"{1 / medians[runner]:.2f} | {ratio} | {efficiency_text} | "
+                         f"{peak:.0f} |")
+            chart.setdefault(model, {})[names[runner]] = 1 / medians[runner]
+    lines += ["", "'vs fastest peer' > 1 means faster than the fastest vs-mlrt runtime.", "",
+              "Not measured in this run:"]
+    lines += [f"- {name}: {reason}" for name, reason in missing.items()]
+    table = OUT_DIR / "cpu-linux.md"
+    table.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    _chart(chart, OUT_DIR / "cpu-linux.png", f"{size[0]}x{size[1]} x4 on {_machine()}")
+    print(f"\nwrote {table} and {OUT_DIR / 'cpu-linux.png'}")
+
+
+def _chart(data: dict[str, dict[str, float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(data)
+    runners = list(next(iter(data.values())))
+    figure, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.6),
+                                squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        values = [data[model][r] for r in runners]
+        ax.barh(runners, values, color=["#2a7" if r.startswith("ours") else "#888"
+                                        for r in runners])
+        ax.set_title(model, fontsize=10)
+        ax.set_xlabel("frames per second (higher is better)")
+        ax.invert_yaxis()
+        for y, v in enumerate(values):
+            ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1920x1080,640x360")
-    parser.add_argument("--frames", type=int, default=3)
+    parser.add_argument("--peers", action="store_true", help="compare with vs-mlrt runtimes")
+    parser.add_argument("--sizes", default="1920x1080,640x360", help="part 1 frame sizes")
+    parser.add_argument("--size", default="320x180", help="part 2 frame size")
+    parser.add_argument("--models", default="realesr-animevideov3,random-compact,"
+                        "realesrgan-x4plus,random-rrdb", help="part 2 models")
+    parser.add_argument("--frames", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--overlap", type=int, default=16)
-    parser.add_argument("--tile", type=int, default=None, help="square tile (default: auto)")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--model", default=None,
-                        help="model name or path (default: random-weight SRVGGNetCompact x4)")
-    parser.add_argument("--format", default="YUV420P8", help="input format, e.g. RGBS")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    vs.core.num_threads = 1
-    if args.model:
-        from vs_coreml_esrgan.filter import _model_path
-
-        loaded = load_model(_model_path(args.model))
-        spec, network, label = loaded.spec, loaded.network, args.model
+    if args.worker:
+        job = json.loads(args.worker)
+        print(json.dumps(run_once(job["runner"], job["model"], job["width"], job["height"],
+                                  job["frames"], Path(job["workdir"]))))
+        return 0
+    if args.peers:
+        width, height = (int(v) for v in args.size.split("x"))
+        peers(args.models.split(","), (width, height), args.frames or 2, args.rounds)
     else:
-        spec, network = random_compact()
-        label = "random SRVGGNetCompact x4 (16 convs, 64 feat)"
-    fmt = getattr(vs.PresetVideoFormat, args.format.upper())
-    print(f"model: {label}; backend torch cpu fp32; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {platform.processor() or platform.machine()}; "
-          f"overlap {args.overlap}, batch {args.batch}, {args.frames} frames, "
-          f"input {args.format}, one VapourSynth thread")
-    print("| frame | tile | tiles | compute waste | s/frame | fps | pipeline efficiency |")
-    print("|---|---|---|---|---|---|---|")
-    for size in args.sizes.split(","):
-        width, height = (int(v) for v in size.lower().split("x"))
-        tile = (args.tile, args.tile) if args.tile else None
-        row = bench_size(network, spec, width, height, args.frames, args.overlap, tile,
-                         args.batch, int(fmt))
-        print(f"| {row['size']} | {row['tile']} | {row['tiles']} | {row['waste']:.3f} | "
-              f"{row['s_per_frame']:.2f} | {row['fps']:.3f} | {row['efficiency']:.3f} |",
-              flush=True)
+        sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+        efficiency(sizes, args.frames or 2, args.overlap)
     return 0
 
 
