@@ -114,7 +114,7 @@ def run_once(runner: str, model: str, width: int, height: int, frames: int,
     clip = core.std.BlankClip(format=vs.RGBS, width=width, height=height, length=frames + 1,
                               color=[0.3, 0.5, 0.7])
     timed = None
-    if runner in ("torch", "mil"):
+    if runner in ("torch", "mil") or runner.startswith("coreml-"):
         from vs_coreml_esrgan import plan_tiles
         from vs_coreml_esrgan.filter import apply_backend
 
@@ -123,16 +123,22 @@ def run_once(runner: str, model: str, width: int, height: int, frames: int,
             from vs_coreml_esrgan.backends.torch_backend import create_torch_backend
 
             inner = create_torch_backend(network, spec.scale, device="cpu")
-        else:
+        elif runner == "mil":
             from vs_coreml_esrgan.backends.mil_backend import create_mil_backend
 
             inner = create_mil_backend(_package(model, spec, network, tile, workdir))
+        else:  # coreml-ane, coreml-gpu, coreml-all: Core ML itself (macOS)
+            from vs_coreml_esrgan.backends.coreml_backend import create_coreml_backend
+
+            inner = create_coreml_backend(_package(model, spec, network, tile, workdir),
+                                          compute_units=runner.removeprefix("coreml-"))
         timed = TimedBackend(inner)
         out = apply_backend(clip, timed, plan_tiles(width, height, tile, 0, spec.scale))
     else:
         onnx = _onnx(model, network, workdir)
-        if runner == "ort":
-            out = core.ort.Model(clip, network_path=str(onnx), provider="CPU")
+        if runner in ("ort", "ort-coreml"):
+            provider = "COREML" if runner == "ort-coreml" else "CPU"
+            out = core.ort.Model(clip, network_path=str(onnx), provider=provider)
         else:
             out = core.ov.Model(clip, network_path=str(onnx), device="CPU")
     out.get_frame(0)
@@ -232,11 +238,17 @@ def available_runners() -> tuple[list[str], dict[str, str]]:
     if importlib.util.find_spec("realesrgan") is None:
         missing["Real-ESRGAN inference"] = "not installed (realesrgan package)"
     if sys.platform == "darwin":
-        missing["coreml"] = "not part of this run yet: use --backend coreml on a Mac"
+        runners += ["coreml-ane", "coreml-gpu", "coreml-all"]
+        if "ort" in runners:
+            runners.append("ort-coreml")
+    else:
+        missing["coreml"] = "Core ML predicts only on macOS"
+        missing["vs-mlrt ORT with the Core ML provider"] = "macOS only"
     return runners, missing
 
 
-def peers(models: list[str], size: tuple[int, int], frames: int, rounds: int) -> None:
+def peers(models: list[str], size: tuple[int, int], frames: int, rounds: int,
+          name: str | None) -> None:
     runners, missing = available_runners()
     results: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory() as work:
@@ -247,7 +259,7 @@ def peers(models: list[str], size: tuple[int, int], frames: int, rounds: int) ->
                     results.setdefault((model, runner), []).append(result)
                     print(f"round {round_index + 1}/{rounds} {model:22} {runner:6} "
                           f"{result['s_per_frame']:.3f} s/frame", flush=True)
-    report(results, runners, missing, models, size, frames, rounds)
+    report(results, runners, missing, models, size, frames, rounds, name)
 
 
 def _worker(runner: str, model: str, size: tuple[int, int], frames: int, work: Path) -> dict:
@@ -276,6 +288,10 @@ def _versions() -> str:
 
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
+    if sys.platform == "darwin":  # the chip's name, e.g. "Apple M2 Pro"
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            cpu = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -286,11 +302,14 @@ def _machine() -> str:
     return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs"
 
 
-def report(results, runners, missing, models, size, frames, rounds) -> None:
+def report(results, runners, missing, models, size, frames, rounds, name) -> None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     names = {"torch": "ours: torch CPU fp32", "mil": "ours: mil (fp16 ML Program)",
-             "ort": "vs-mlrt ORT CPU", "ov": "vs-mlrt OpenVINO CPU"}
-    peers_ = [r for r in runners if r in ("ort", "ov")]
+             "coreml-ane": "ours: Core ML CPU+ANE fp16", "coreml-gpu": "ours: Core ML "
+             "CPU+GPU fp16", "coreml-all": "ours: Core ML all fp16",
+             "ort": "vs-mlrt ORT CPU", "ov": "vs-mlrt OpenVINO CPU",
+             "ort-coreml": "vs-mlrt ORT Core ML provider"}
+    peers_ = [r for r in runners if r in ("ort", "ov", "ort-coreml")]
     lines = [f"# CPU benchmark: {size[0]}x{size[1]} -> x4, {frames} frames per run, "
              f"{rounds} alternating rounds, medians",
              "", f"- date: {datetime.date.today().isoformat()}", f"- machine: {_machine()}",
@@ -318,11 +337,12 @@ def report(results, runners, missing, models, size, frames, rounds) -> None:
     lines += ["", "'vs fastest peer' > 1 means faster than the fastest vs-mlrt runtime.", "",
               "Not measured in this run:"]
     lines += [f"- {name}: {reason}" for name, reason in missing.items()]
-    table = OUT_DIR / "cpu-linux.md"
+    stem = name or ("mac" if sys.platform == "darwin" else "cpu-linux")
+    table = OUT_DIR / f"{stem}.md"
     table.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    _chart(chart, OUT_DIR / "cpu-linux.png", f"{size[0]}x{size[1]} x4 on {_machine()}")
-    print(f"\nwrote {table} and {OUT_DIR / 'cpu-linux.png'}")
+    _chart(chart, OUT_DIR / f"{stem}.png", f"{size[0]}x{size[1]} x4 on {_machine()}")
+    print(f"\nwrote {table} and {OUT_DIR / f'{stem}.png'}")
 
 
 def _chart(data: dict[str, dict[str, float]], path: Path, title: str) -> None:
@@ -359,6 +379,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--overlap", type=int, default=16)
+    parser.add_argument("--out-name", help="file name stem in docs/benchmarks/ (default "
+                        "cpu-linux, or mac on macOS)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -368,7 +390,8 @@ def main() -> int:
         return 0
     if args.peers:
         width, height = (int(v) for v in args.size.split("x"))
-        peers(args.models.split(","), (width, height), args.frames or 2, args.rounds)
+        peers(args.models.split(","), (width, height), args.frames or 2, args.rounds,
+              args.out_name)
     else:
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
         efficiency(sizes, args.frames or 2, args.overlap)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class _Op:
     inputs: dict[str, list[str | Value]]  # variable names, or inline values
     outputs: tuple[str, ...]
     round_fp16: tuple[bool, ...]
+    release: tuple[str, ...] = ()  # intermediate values no later operation reads
 
 
 class MilProgram:
@@ -76,7 +77,8 @@ class MilProgram:
                       for name, arg in op.inputs.items()}
             ops.append(_Op(op.type, inputs, tuple(o.name for o in op.outputs),
                            tuple(o.type.tensorType.dataType == _FP16 for o in op.outputs)))
-        return cls(info, constants, ops, block.outputs[0])
+        return cls(info, constants, _with_releases(ops, constants, block.outputs[0]),
+                   block.outputs[0])
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         """Run on ``inputs`` of exactly the package's input shape and dtype; returns the
@@ -97,7 +99,24 @@ class MilProgram:
                 for name, value, round_fp16 in zip(op.outputs, results, op.round_fp16,
                                                    strict=True):
                     env[name] = value.half().float() if round_fp16 else value
+                for name in op.release:  # keeps memory at the live set, not every value
+                    del env[name]
             return env[self._output].numpy().astype(info.output_dtype)
+
+
+def _with_releases(ops: list[_Op], constants: dict[str, Value], output: str) -> list[_Op]:
+    """Mark, on each operation, the intermediate values it is the last reader of."""
+    last_use: dict[str, int] = {}
+    for index, op in enumerate(ops):
+        for values in op.inputs.values():
+            for value in values:
+                if isinstance(value, str) and value not in constants and value != output:
+                    last_use[value] = index
+    released: dict[int, list[str]] = {}
+    for name, index in last_use.items():
+        released.setdefault(index, []).append(name)
+    return [replace(op, release=tuple(released.get(index, ())))
+            for index, op in enumerate(ops)]
 
 
 def _blob_reader(path: Path) -> Any:
