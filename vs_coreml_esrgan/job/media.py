@@ -140,25 +140,16 @@ def stream_maps(streams: list[Stream], output: Path, input_index: int = 1
     args: list[str] = ["-map_metadata", str(input_index), "-map_chapters", str(input_index)]
     warnings = []
     subtitle_codec = "copy" if mkv else "mov_text"
+    fits = {"audio": lambda codec: codec in _MP4_AUDIO,
+            "subtitle": lambda codec: codec in _TEXT_SUBTITLES,
+            "attachment": lambda codec: False}
     for stream in streams:
-        where = f"{input_index}:{stream.index}"
-        if stream.kind == "audio":
-            if mkv or stream.codec in _MP4_AUDIO:
-                args += ["-map", where]
-            else:
-                warnings.append(f"audio stream {stream.index} ({stream.codec}) cannot go into "
-                                f"{output.suffix}; dropped (use .mkv to keep it)")
-        elif stream.kind == "subtitle":
-            if mkv or stream.codec in _TEXT_SUBTITLES:
-                args += ["-map", where]
-            else:
-                warnings.append(f"subtitle stream {stream.index} ({stream.codec}) cannot go "
-                                f"into {output.suffix}; dropped (use .mkv to keep it)")
-        elif stream.kind == "attachment":
-            if mkv:
-                args += ["-map", where]
-            else:
-                warnings.append(f"attachment {stream.index} ({stream.codec}) dropped: only "
-                                ".mkv holds attachments")
+        if stream.kind not in fits:
+            continue  # the video comes from the pipe; data streams are not carried
+        if mkv or fits[stream.kind](stream.codec):
+            args += ["-map", f"{input_index}:{stream.index}"]
+        else:
+            warnings.append(f"{stream.kind} stream {stream.index} ({stream.codec}) cannot go "
+                            f"into {output.suffix}; dropped (use .mkv to keep it)")
     args += ["-c:a", "copy", "-c:s", subtitle_codec, "-c:t", "copy"]
     return args, warnings
