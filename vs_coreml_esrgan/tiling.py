@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -203,7 +204,8 @@ def upscale_tiled(image: np.ndarray, plan: TilePlan, infer: Infer, *, batch: int
 
     ``infer`` gets ``(batch, C, th, tw)`` arrays of ``dtype`` and must return
     ``(batch, C', th * scale, tw * scale)``. Returns a float32 ``(C', H * scale, W * scale)``
-    array; values are not clamped.
+    array; values are not clamped. While ``infer`` runs on one batch (in a helper thread),
+    the next batch is cut out and the previous one stitched in.
     """
     channels, height, width = image.shape
     if (width, height) != (plan.x.length, plan.y.length):
@@ -214,25 +216,41 @@ def upscale_tiled(image: np.ndarray, plan: TilePlan, infer: Infer, *, batch: int
     source = pad_to_tile(image, plan)
     scale = plan.x.scale
     tw, th = plan.tile_size
-    out: np.ndarray | None = None
     offsets = list(plan.tiles())
     spans = [(sy, sx) for sy in plan.y.spans for sx in plan.x.spans]
-    for first in range(0, len(offsets), batch):
-        group = offsets[first:first + batch]
+    groups = [range(first, min(first + batch, len(offsets)))
+              for first in range(0, len(offsets), batch)]
+    out: np.ndarray | None = None
+
+    def cut(group: range) -> np.ndarray:
         tiles = np.empty((batch, channels, th, tw), dtype=dtype)
         for i in range(batch):
-            x, y = group[min(i, len(group) - 1)]
+            x, y = offsets[group[min(i, len(group) - 1)]]
             tiles[i] = source[:, y:y + th, x:x + tw]
-        result = infer(tiles)
+        return tiles
+
+    def stitch(group: range, result: np.ndarray) -> None:
+        nonlocal out
         expected = (batch, th * scale, tw * scale)
         if result.ndim != 4 or (result.shape[0], *result.shape[2:]) != expected:
             raise ValueError(f"backend returned shape {result.shape}, expected "
                              f"({batch}, C, {th * scale}, {tw * scale})")
         if out is None:
             out = np.zeros((result.shape[1], height * scale, width * scale), np.float32)
-        for i, (x, y) in enumerate(group):
-            span_y, span_x = spans[first + i]
+        for i, index in enumerate(group):
+            x, y = offsets[index]
+            span_y, span_x = spans[index]
             _accumulate(out, result[i], x * scale, y * scale, span_x, span_y)
+
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        pending: tuple[range, Future[np.ndarray]] | None = None
+        for group in groups:
+            running = (group, worker.submit(infer, cut(group)))
+            if pending is not None:
+                stitch(pending[0], pending[1].result())
+            pending = running
+        assert pending is not None
+        stitch(pending[0], pending[1].result())
     assert out is not None
     return out
 
