@@ -6,9 +6,10 @@ Two parts:
    / wall time per frame: what tiling, conversion and stitching cost) and compute waste
    (computed tile area / frame area) of our backends at 1920x1080 and 640x360, with a
    random-weight SRVGGNetCompact of realesr-animevideov3's shape, one VapourSynth thread.
-2. Peers (--peers): the same clip and the same weights through our backends and vs-mlrt's
-   ONNX Runtime and OpenVINO CPU runtimes (an ONNX export of the same network), whole
-   frames (one tile each, so only the network runtimes differ). Runs alternate
+2. Peers (--peers): the same clip and the same weights through our backends (torch, mil,
+   and on macOS Core ML with each compute-unit setting) and vs-mlrt's ONNX Runtime
+   (CPU; on macOS also its Core ML provider) and OpenVINO runtimes (an ONNX export of the
+   same network), whole frames (one tile each, so only the network runtimes differ). Runs alternate
    (A B C A B C ...), each in its own process (clean peak memory); medians are reported
    with the ratio to the fastest peer, and a markdown table and a PNG chart are written to
    docs/benchmarks/.
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT_DIR = ROOT / "docs" / "benchmarks"
+DEFAULT_OUT_DIR = ROOT / "docs" / "benchmarks"
 
 
 @dataclass
@@ -248,7 +249,7 @@ def available_runners() -> tuple[list[str], dict[str, str]]:
 
 
 def peers(models: list[str], size: tuple[int, int], frames: int, rounds: int,
-          name: str | None) -> None:
+          name: str | None, out_dir: Path) -> None:
     runners, missing = available_runners()
     results: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory() as work:
@@ -259,7 +260,7 @@ def peers(models: list[str], size: tuple[int, int], frames: int, rounds: int,
                     results.setdefault((model, runner), []).append(result)
                     print(f"round {round_index + 1}/{rounds} {model:22} {runner:6} "
                           f"{result['s_per_frame']:.3f} s/frame", flush=True)
-    report(results, runners, missing, models, size, frames, rounds, name)
+    report(results, runners, missing, models, size, frames, rounds, name, out_dir)
 
 
 def _worker(runner: str, model: str, size: tuple[int, int], frames: int, work: Path) -> dict:
@@ -302,8 +303,8 @@ def _machine() -> str:
     return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs"
 
 
-def report(results, runners, missing, models, size, frames, rounds, name) -> None:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
+def report(results, runners, missing, models, size, frames, rounds, name, out_dir) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
     names = {"torch": "ours: torch CPU fp32", "mil": "ours: mil (fp16 ML Program)",
              "coreml-ane": "ours: Core ML CPU+ANE fp16", "coreml-gpu": "ours: Core ML "
              "CPU+GPU fp16", "coreml-all": "ours: Core ML all fp16",
@@ -338,11 +339,11 @@ def report(results, runners, missing, models, size, frames, rounds, name) -> Non
               "Not measured in this run:"]
     lines += [f"- {name}: {reason}" for name, reason in missing.items()]
     stem = name or ("mac" if sys.platform == "darwin" else "cpu-linux")
-    table = OUT_DIR / f"{stem}.md"
+    table = out_dir / f"{stem}.md"
     table.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    _chart(chart, OUT_DIR / f"{stem}.png", f"{size[0]}x{size[1]} x4 on {_machine()}")
-    print(f"\nwrote {table} and {OUT_DIR / f'{stem}.png'}")
+    _chart(chart, out_dir / f"{stem}.png", f"{size[0]}x{size[1]} x4 on {_machine()}")
+    print(f"\nwrote {table} and {out_dir / f'{stem}.png'}")
 
 
 def _chart(data: dict[str, dict[str, float]], path: Path, title: str) -> None:
@@ -381,6 +382,7 @@ def main() -> int:
     parser.add_argument("--overlap", type=int, default=16)
     parser.add_argument("--out-name", help="file name stem in docs/benchmarks/ (default "
                         "cpu-linux, or mac on macOS)")
+    parser.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -391,7 +393,7 @@ def main() -> int:
     if args.peers:
         width, height = (int(v) for v in args.size.split("x"))
         peers(args.models.split(","), (width, height), args.frames or 2, args.rounds,
-              args.out_name)
+              args.out_name, Path(args.out_dir))
     else:
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
         efficiency(sizes, args.frames or 2, args.overlap)
