@@ -234,12 +234,17 @@ def _pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str],
         raise
     reader.join()
     ffmpeg_reader.join()
+    # When one process fails the other usually fails as a consequence (a closed pipe, a
+    # truncated stream), so both messages are shown.
+    failures = []
     if vspipe_status != 0:
         detail = progress.text.decode(errors="replace").strip()
-        raise JobError(f"vspipe failed (exit {vspipe_status}):\n{detail[-4000:]}")
+        failures.append(f"vspipe failed (exit {vspipe_status}):\n{detail[-4000:]}")
     if ffmpeg_status != 0:
         detail = b"".join(ffmpeg_errors).decode(errors="replace").strip()
-        raise JobError(f"ffmpeg failed (exit {ffmpeg_status}):\n{detail[-4000:]}")
+        failures.append(f"ffmpeg failed (exit {ffmpeg_status}):\n{detail[-4000:]}")
+    if failures:
+        raise JobError("\n".join(failures))
     return last - first + 1
 
 
