@@ -217,3 +217,14 @@ def test_failing_pipeline_reports_vspipe_error(tmp_path):
     assert "vspipe failed" in result.stderr and "not a readable PyTorch checkpoint" in \
         result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.pth"]
+
+
+def test_frame_range_cuts_video_and_audio(model, tmp_path):
+    whole = tmp_path / "whole.mkv"
+    part = tmp_path / "part.mkv"
+    assert _job(SAMPLE, whole, "--model", model, "--encoder", "ffv1").returncode == 0
+    result = _job(SAMPLE, part, "--model", model, "--encoder", "ffv1", "--start", "12",
+                  "--end", "35")
+    assert result.returncode == 0, result.stderr
+    assert _frame_hashes(part) == _frame_hashes(whole)[12:36]
+    assert abs(_audio_seconds(part) - 24 / 24) <= 1 / 24 + 0.03  # AAC frames are ~21 ms

@@ -39,14 +39,14 @@ _STREAM = re.compile(r"^\s*Stream #0:(\d+)\S*: (Video|Audio|Subtitle|Attachment|
                      r"(\w+)", re.MULTILINE)
 
 
-def probe_streams(ffmpeg: str, source: Path) -> list[Stream]:
+def probe_streams(ffmpeg: str, source: Path, *, need_video: bool = True) -> list[Stream]:
     """The input's streams as ffmpeg reads them. Raises JobError when ffmpeg cannot read
-    the file as media with a video stream."""
+    the file as media (with a video stream, unless ``need_video`` is False)."""
     result = subprocess.run([ffmpeg, "-hide_banner", "-i", str(source)], capture_output=True,
                             text=True, errors="replace")
     streams = [Stream(int(m.group(1)), m.group(2).lower(), m.group(3))
                for m in _STREAM.finditer(result.stderr)]
-    if not any(s.kind == "video" for s in streams):
+    if (need_video and not any(s.kind == "video" for s in streams)) or not streams:
         last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
         reason = "no video stream" if streams or "Input #0" in result.stderr else last
         raise JobError(f"{source}: ffmpeg cannot read it as a video ({reason})")

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -141,14 +141,46 @@ def _time(frame: int, fps: Fraction) -> str:
     return f"{float(frame / fps):.6f}"
 
 
-def _streams_input(job: Job) -> list[str]:
-    """ffmpeg input options for the source's non-video streams, trimmed to the range."""
-    options = []
-    if job.first > 0:
-        options += ["-ss", _time(job.first, job.info.fps)]
-    if job.last < job.info.num_frames - 1:
-        options += ["-to", _time(job.last + 1, job.info.fps)]
-    return [*options, "-i", str(job.request.source)]
+@dataclass(frozen=True)
+class _Companion:
+    """Where the non-video streams come from: the source, or for a frame range, a cut of
+    its audio, subtitles and attachments (``-ss``/``-t`` as output options: as input
+    options with stream copy, ffmpeg keeps pre-roll packets that Matroska then shifts to
+    the start, desynchronising the audio)."""
+
+    path: Path
+    streams: list[Stream]
+
+    def maps(self, output: Path) -> list[str]:
+        return stream_maps(self.streams, output)[0]
+
+
+def _is_range(job: Job) -> bool:
+    return job.first > 0 or job.last < job.info.num_frames - 1
+
+
+def _cut_command(job: Job, target: Path) -> list[str]:
+    return [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+            "-i", str(job.request.source), "-map", "0:a?", "-map", "0:s?", "-map", "0:t?",
+            "-c", "copy", "-ss", _time(job.first, job.info.fps),
+            "-t", _time(job.frames, job.info.fps), str(target)]
+
+
+def _companion(job: Job, work: Path) -> _Companion:
+    carried = [s for s in job.streams if s.kind in ("audio", "subtitle", "attachment")]
+    if not _is_range(job) or not carried:
+        return _Companion(job.request.source, carried)
+    target = work / "streams.mkv"
+    result = subprocess.run(_cut_command(job, target), capture_output=True, text=True,
+                            errors="replace")
+    if result.returncode != 0:
+        raise JobError(f"ffmpeg could not cut the audio and subtitles to frames "
+                       f"{job.first}-{job.last}:\n{result.stderr.strip()[-4000:]}")
+    try:
+        streams = probe_streams(job.ffmpeg, target, need_video=False)
+    except JobError:
+        streams = []
+    return _Companion(target, streams)
 
 
 def _partial(path: Path) -> Path:
@@ -156,14 +188,23 @@ def _partial(path: Path) -> Path:
 
 
 def describe(job: Job, script_path: str = "upscale.vpy") -> str:
-    """The script and the exact shell pipeline a straight (unchunked) run executes."""
+    """The script and the exact shell commands a straight (unchunked) run executes."""
     out = job.request.output
-    maps, _ = stream_maps(job.streams, out)
+    if _is_range(job):  # the cut holds audio, then subtitles, then attachments
+        kinds = ("audio", "subtitle", "attachment")
+        ordered = sorted((s for s in job.streams if s.kind in kinds),
+                         key=lambda s: kinds.index(s.kind))
+        companion = _Companion(Path("streams.mkv"), [replace(s, index=i)
+                                                     for i, s in enumerate(ordered)])
+    else:
+        companion = _Companion(job.request.source, job.streams)
     vspipe = [job.vspipe, "-c", "y4m", "-s", str(job.first), "-e", str(job.last),
               script_path, "-"]
     ffmpeg = [job.ffmpeg, "-hide_banner", "-nostdin", "-f", "yuv4mpegpipe", "-i", "-",
-              *_streams_input(job), "-map", "0:v", *maps, *job.video_args, str(out)]
-    return (f"# {script_path}\n{job.script}\n# pipeline\n{shlex.join(vspipe)} \\\n  | "
+              "-i", str(companion.path), "-map", "0:v", *companion.maps(out),
+              *job.video_args, str(out)]
+    cut = (f"{shlex.join(_cut_command(job, companion.path))}\n" if _is_range(job) else "")
+    return (f"# {script_path}\n{job.script}\n# pipeline\n{cut}{shlex.join(vspipe)} \\\n  | "
             f"{shlex.join(ffmpeg)}\n")
 
 
@@ -277,8 +318,9 @@ def _bar(job: Job, show: bool):
 def _run_straight(job: Job, script: Path, bar) -> int:
     output = job.request.output
     partial = _partial(output)
-    maps, _ = stream_maps(job.streams, output)
-    tail = [*_streams_input(job), "-map", "0:v", *maps, *job.video_args, str(partial)]
+    companion = _companion(job, script.parent)
+    tail = ["-i", str(companion.path), "-map", "0:v", *companion.maps(output),
+            *job.video_args, str(partial)]
     try:
         frames = _pipe(job, script, job.first, job.last, tail, bar)
         os.replace(partial, output)
@@ -334,21 +376,20 @@ def _run_chunked(job: Job, script: Path, bar, warn: Warn) -> tuple[int, int]:
             partial.unlink(missing_ok=True)
     if reused:
         warn(f"resumed: {reused} of {len(ranges)} segments were already done")
-    _join(job, files, parts)
+    _join(job, files, parts, _companion(job, script.parent))
     shutil.rmtree(parts, ignore_errors=True)
     return processed, reused
 
 
-def _join(job: Job, files: list[Path], parts: Path) -> None:
+def _join(job: Job, files: list[Path], parts: Path, companion: _Companion) -> None:
     """Concatenate segments losslessly and add the source's other streams."""
     listing = parts / "segments.txt"
     listing.write_text("".join(f"file '{f.resolve()}'\n" for f in files))
     output = job.request.output
     partial = _partial(output)
-    maps, _ = stream_maps(job.streams, output)
     command = [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-               "-f", "concat", "-safe", "0", "-i", str(listing), *_streams_input(job),
-               "-map", "0:v", *maps, "-c:v", "copy", str(partial)]
+               "-f", "concat", "-safe", "0", "-i", str(listing), "-i", str(companion.path),
+               "-map", "0:v", *companion.maps(output), "-c:v", "copy", str(partial)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, errors="replace")
         if result.returncode != 0:
