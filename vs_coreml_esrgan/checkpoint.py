@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-MODEL_SUFFIXES = (".pth", ".pt", ".safetensors", ".param")
 
 
 @dataclass(frozen=True)
