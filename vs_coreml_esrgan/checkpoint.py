@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-
 @dataclass(frozen=True)
 class LoadedModel:
     """A network with its weights loaded, in eval mode on the CPU in float32."""
