@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                      default="x264")
     job.add_argument("--crf", type=int, help="quality (x264 16, x265 18, av1 28 by default)")
     job.add_argument("--preset", help="encoder preset, e.g. slow")
-    job.add_argument("--bit-depth", type=int, choices=(8, 10), default=8)
+    job.add_argument("--bit-depth", type=int, choices=(8, 10),
+                     help="default 8 (prores: 10)")
     job.add_argument("--start", type=int, help="first frame (default 0)")
     job.add_argument("--end", type=int, help="last frame, inclusive (default: the last)")
     job.add_argument("--chunks", type=int, default=1, help="encode in N resumable segments")

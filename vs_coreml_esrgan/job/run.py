@@ -42,7 +42,7 @@ class JobRequest:
     encoder: str = "x264"
     crf: int | None = None
     preset: str | None = None
-    bits: int = 8
+    bits: int | None = None  # None: 8, or the encoder's only depth (prores: 10)
     start: int | None = None
     end: int | None = None  # inclusive
     chunks: int = 1
@@ -81,9 +81,10 @@ def plan_job(request: JobRequest) -> Job:
     encoder = ENCODERS.get(request.encoder)
     if encoder is None:
         raise JobError(f"encoder must be one of {', '.join(ENCODERS)}, got {request.encoder}")
-    if request.bits not in encoder.formats:
+    bits = request.bits or min(encoder.formats)
+    if bits not in encoder.formats:
         raise JobError(f"encoder {request.encoder} takes bit depth "
-                       f"{' or '.join(map(str, encoder.formats))}, not {request.bits}")
+                       f"{' or '.join(map(str, encoder.formats))}, not {bits}")
     if request.chunks < 1:
         raise JobError(f"--chunks must be at least 1, got {request.chunks}")
     _check_model(request.upscale.model)
@@ -101,7 +102,7 @@ def plan_job(request: JobRequest) -> Job:
         raise JobError(f"frame range {first}-{last} is outside the input's 0-"
                        f"{info.num_frames - 1}")
     script = render_script(source.resolve(), namespaces[0], request.upscale,
-                           encoder.formats[request.bits])
+                           encoder.formats[bits])
     video = ["-vf", video_filter(info), "-c:v", encoder.codec, *encoder.extra]
     crf = request.crf if request.crf is not None else encoder.default_crf
     if crf is not None:
