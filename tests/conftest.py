@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+import vapoursynth as vs
 
 from vs_coreml_esrgan.network_spec import NetworkSpec
 from vs_coreml_esrgan.networks import build_network
 
 MakeCheckpoint = Callable[..., Path]
+
+# The video tests read real files through a source filter; vapoursynth-bestsource has no
+# macOS wheel, so on a Mac without one installed another way they cannot run.
+needs_source_filter = pytest.mark.skipif(
+    sys.platform == "darwin" and not hasattr(vs.core, "bs"),
+    reason="needs the bestsource source filter (vapoursynth-bestsource; no macOS wheel)")
 
 
 def random_network(spec: NetworkSpec, seed: int = 0, std: float = 0.1) -> torch.nn.Module:

@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import compact
+from conftest import compact, needs_source_filter
 
 from vs_coreml_esrgan.job.media import find_ffmpeg
 from vs_coreml_esrgan.job.run import segments
+
+pytestmark = needs_source_filter
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "sample.mp4"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import vapoursynth as vs
-from conftest import compact
+from conftest import compact, needs_source_filter
 
 import vs_coreml_esrgan
 from vs_coreml_esrgan import upscale
@@ -52,6 +52,7 @@ def _y4m_frames(data: bytes, width: int, height: int) -> list[np.ndarray]:
     return frames
 
 
+@needs_source_filter
 def test_namespace_script_equals_python_api(tmp_path, make_checkpoint):
     model = make_checkpoint(compact(scale=2, num_conv=3))
     result = _run_vpy(tmp_path, f"""

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import vapoursynth as vs
-from conftest import compact
+from conftest import compact, needs_source_filter
 
 from vs_coreml_esrgan import upscale
+
+pytestmark = needs_source_filter
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "samples" / "upscale.vpy"
