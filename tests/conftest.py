@@ -37,6 +37,24 @@ def random_network(spec: NetworkSpec, seed: int = 0, std: float = 0.1) -> torch.
     return network
 
 
+@pytest.fixture(autouse=True)
+def _cpu_defaults_on_macos(monkeypatch):
+    """The numbers in these tests are checked against float32 PyTorch on the CPU. On a Mac
+    backend 'auto' means Core ML (float16) and the torch device MPS; tests that want those
+    ask for them by name, the rest get what 'auto' means elsewhere."""
+    if sys.platform != "darwin":
+        return
+
+    def off_mac_choice(backend: str, is_package: bool) -> str:
+        if backend != "auto":
+            return backend
+        return "mil" if is_package else "torch"
+
+    monkeypatch.setattr("vs_coreml_esrgan.filter._choose_backend", off_mac_choice)
+    monkeypatch.setattr("vs_coreml_esrgan.backends.torch_backend.default_device",
+                        lambda: "cpu")
+
+
 @pytest.fixture
 def make_checkpoint(tmp_path: Path) -> MakeCheckpoint:
     """Save a random ``spec`` network as Real-ESRGAN does and return the file's path.

@@ -58,7 +58,8 @@ def test_pip_install_then_namespace_without_import(fresh_venv, tmp_path, make_ch
         import vapoursynth as vs
         clip = vs.core.std.BlankClip(format=vs.YUV420P8, width=40, height=30, length=2,
                                      color=[80, 100, 160])
-        vs.core.coreml_esrgan.Upscale(clip, model={str(model)!r}).set_output()
+        vs.core.coreml_esrgan.Upscale(clip, model={str(model)!r}, backend="torch",
+                                      device="cpu").set_output()
         """))
     env = _env(fresh_venv.parent.parent)
 
