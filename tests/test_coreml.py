@@ -256,9 +256,9 @@ def test_coreml_backend_matches_the_executor(make_checkpoint, tmp_path, units):
     checkpoint = make_checkpoint(compact(scale=2, num_conv=3))
     package = convert_model(load_model(checkpoint), tmp_path / "m.mlpackage", tile=(32, 24))
     clip = clip_from_arrays(random_rgb(1, 40, 60, seed=8), vs.RGBS)
-    coreml = frame_array(upscale(clip, package, backend="coreml",
+    coreml = frame_array(upscale(clip, package, overlap=4, backend="coreml",
                                  compute_units=units).get_frame(0))
-    executor = frame_array(upscale(clip, package, backend="mil").get_frame(0))
+    executor = frame_array(upscale(clip, package, overlap=4, backend="mil").get_frame(0))
     assert 10 * np.log10(1 / np.mean((coreml - executor) ** 2)) >= 45
 
 
