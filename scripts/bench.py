@@ -50,17 +50,10 @@ class TimedBackend:
     calls: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def scale(self) -> int:
-        return self.inner.scale
-
-    @property
-    def input_dtype(self) -> np.dtype:
-        return self.inner.input_dtype
+    def __getattr__(self, attribute: str):  # name, scale, input_dtype: the wrapped one's
+        if attribute == "inner":  # not set yet (during construction): no recursion
+            raise AttributeError(attribute)
+        return getattr(self.inner, attribute)
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         start = time.perf_counter()

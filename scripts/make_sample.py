@@ -13,7 +13,6 @@ without installing it.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,19 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vs_coreml_esrgan.job.media import find_ffmpeg
+
 ROOT = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT, FPS, SECONDS = 320, 180, 24, 2
 SKIMAGE = "scikit-image==0.26.0"
 MEMBER = "skimage/data/astronaut.png"
-
-
-def ffmpeg_exe() -> str:
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def fetch_photo(directory: Path) -> Path:
@@ -55,7 +47,7 @@ def make_clip(photo: Path, target: Path) -> None:
              f"x='(iw-iw/zoom)/2-40+on':y='(ih-ih/zoom)/3':d={frames}:"
              f"s={WIDTH}x{HEIGHT}:fps={FPS},format=yuv420p[v]")
     subprocess.run([
-        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+        find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y",
         "-loop", "1", "-i", str(photo),
         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={SECONDS}",
         "-filter_complex", video, "-map", "[v]", "-map", "1:a", "-t", str(SECONDS),
@@ -66,7 +58,7 @@ def make_clip(photo: Path, target: Path) -> None:
 
 def make_crop(photo: Path, target: Path) -> None:
     raw = subprocess.run([
-        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(photo),
+        find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", str(photo),
         "-vf", "scale=256:256:flags=area,crop=96:96:90:40", "-f", "rawvideo",
         "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
     pixels = np.frombuffer(raw, np.uint8).reshape(96, 96, 3).transpose(2, 0, 1)

@@ -13,6 +13,7 @@ import vapoursynth as vs
 from conftest import compact, needs_source_filter
 
 from vs_coreml_esrgan import upscale
+from vs_coreml_esrgan.job.media import find_ffmpeg
 
 pytestmark = needs_source_filter
 
@@ -22,17 +23,11 @@ SAMPLE = ROOT / "samples" / "sample.mp4"
 VSPIPE = shutil.which("vspipe", path=str(Path(sys.executable).parent)) or "vspipe"
 
 
-def ffmpeg_exe() -> str:
-    import imageio_ffmpeg
-
-    return shutil.which("ffmpeg") or imageio_ffmpeg.get_ffmpeg_exe()
-
-
 def _pipe(args: list[str]) -> tuple[int, int, bytes, str]:
     """vspipe -c y4m ... | ffmpeg -f rawvideo: (vspipe status, ffmpeg status, raw, stderr)."""
     vspipe = subprocess.Popen([VSPIPE, "-c", "y4m", *args, str(SCRIPT), "-"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    ffmpeg = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", "-",
+    ffmpeg = subprocess.run([find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", "-",
                              "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"],
                             stdin=vspipe.stdout, capture_output=True, timeout=300)
     vspipe.stdout.close()

@@ -167,7 +167,7 @@ def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen
 
     info = read_package(package)
     if tile is not None:
-        wanted = (tile, tile) if isinstance(tile, int) else tuple(tile)
+        wanted = _tile_pair(tile)
         if wanted != info.tile:
             raise ValueError(f"tile {wanted[0]}x{wanted[1]} disagrees with the package's "
                              f"compiled tile {info.tile[0]}x{info.tile[1]}; omit tile= or "
@@ -205,9 +205,7 @@ def _tile_size(tile: int | Sequence[int] | None, width: int, height: int, overla
                multiple_of: int) -> tuple[int, int]:
     if tile is None:
         return tiling.choose_tile_size(width, height, overlap, multiple_of=multiple_of)
-    sizes = [tile] * 2 if isinstance(tile, int) else list(tile)
-    if len(sizes) != 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
-        raise ValueError(f"tile must be a positive int or [width, height], got {tile!r}")
+    sizes = _tile_pair(tile)
     for s in sizes:
         if s < 2 * overlap + 1:
             raise ValueError(f"tile {s} is smaller than 2 x overlap + 1 = {2 * overlap + 1}; "
@@ -215,6 +213,19 @@ def _tile_size(tile: int | Sequence[int] | None, width: int, height: int, overla
         if s % multiple_of:
             raise ValueError(f"tile {s} is not a multiple of {multiple_of}, which this "
                              f"model needs (it pixel-unshuffles its input)")
+    return sizes[0], sizes[1]
+
+
+def _tile_pair(tile: int | Sequence[int]) -> tuple[int, int]:
+    """An int or ``[width, height]`` as ``(width, height)``; ValueError otherwise."""
+    if isinstance(tile, int):
+        sizes = [tile, tile]
+    elif isinstance(tile, Sequence) and not isinstance(tile, str):
+        sizes = list(tile)
+    else:
+        sizes = []
+    if len(sizes) != 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
+        raise ValueError(f"tile must be a positive int or [width, height], got {tile!r}")
     return sizes[0], sizes[1]
 
 

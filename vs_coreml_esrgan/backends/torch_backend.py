@@ -37,13 +37,12 @@ class TorchBackend:
     name: str = "torch"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
                                   compare=False)
+    _frozen: dict[tuple[int, ...], torch.jit.ScriptModule] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @property
     def input_dtype(self) -> np.dtype:
         return np.dtype(np.float16 if self.dtype == torch.float16 else np.float32)
-
-    _frozen: dict[tuple[int, ...], torch.jit.ScriptModule] = field(
-        default_factory=dict, repr=False, compare=False)
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         with self._lock:

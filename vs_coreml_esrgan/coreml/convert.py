@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import __version__
+from ..cache import atomic_directory
 from ..checkpoint import LoadedModel, model_sha256
 from ..network_spec import ModelError
 from .package import METADATA_PREFIX, import_coremltools
@@ -110,14 +111,6 @@ def convert_model(model: LoadedModel, output: str | os.PathLike[str], *,
     for key, value in metadata.items():
         mlmodel.user_defined_metadata[METADATA_PREFIX + key] = value
     mlmodel.short_description = f"Real-ESRGAN {spec.describe()}, tile {width}x{height}"
-    # coremltools only saves to names ending in .mlpackage.
-    temporary = output.with_name(f".{output.stem}.partial-{os.getpid()}.mlpackage")
-    try:
+    with atomic_directory(output) as temporary:  # keeps the .mlpackage name coremltools needs
         mlmodel.save(str(temporary))
-        os.replace(temporary, output)
-    finally:
-        if temporary.exists():
-            import shutil
-
-            shutil.rmtree(temporary, ignore_errors=True)
     return output
