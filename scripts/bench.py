@@ -9,7 +9,8 @@ Two parts:
 2. Peers (--peers): the same clip and the same weights through our backends (torch, mil,
    and on macOS Core ML with each compute-unit setting) and vs-mlrt's ONNX Runtime
    (CPU; on macOS also its Core ML provider) and OpenVINO runtimes (an ONNX export of the
-   same network), whole frames (one tile each, so only the network runtimes differ). Runs alternate
+   same network) and, where installed, Real-ESRGAN's own inference (``pip install
+   realesrgan``), whole frames (one tile each, so only the network runtimes differ). Runs alternate
    (A B C A B C ...), each in its own process (clean peak memory); medians are reported
    with the ratio to the fastest peer, and a markdown table and a PNG chart are written to
    docs/benchmarks/.
@@ -121,13 +122,17 @@ def run_once(runner: str, model: str, width: int, height: int, frames: int,
             from vs_coreml_esrgan.backends.mil_backend import create_mil_backend
 
             inner = create_mil_backend(_package(model, spec, network, tile, workdir))
-        else:  # coreml-ane, coreml-gpu, coreml-all: Core ML itself (macOS)
+        else:  # coreml-UNITS[-ct]: Core ML itself (macOS); -ct: through coremltools
             from vs_coreml_esrgan.backends.coreml_backend import create_coreml_backend
 
+            units, _, via = runner.removeprefix("coreml-").partition("-")
             inner = create_coreml_backend(_package(model, spec, network, tile, workdir),
-                                          compute_units=runner.removeprefix("coreml-"))
+                                          compute_units=units,
+                                          runtime="coremltools" if via else "auto")
         timed = TimedBackend(inner)
         out = apply_backend(clip, timed, plan_tiles(width, height, tile, 0, spec.scale))
+    elif runner == "realesrgan":
+        return _run_realesrgan(model, spec, network, clip, frames, workdir)
     else:
         onnx = _onnx(model, network, workdir)
         if runner in ("ort", "ort-coreml"):
@@ -145,6 +150,61 @@ def run_once(runner: str, model: str, width: int, height: int, frames: int,
     return {"runner": runner, "model": model, "s_per_frame": wall / frames,
             "efficiency": timed.seconds / wall if timed else None,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _run_realesrgan(model: str, spec, network, clip, frames: int, workdir: Path) -> dict:
+    """Real-ESRGAN's own inference (``RealESRGANer.enhance``, as its inference script runs
+    it: whole frame, no pre-padding, fp32 on the CPU) on the clip's first frame as the
+    8-bit BGR image it takes, with the same weights."""
+    import resource
+
+    import torch
+
+    RealESRGANer = _import_realesrgan()
+    if spec.arch == "rrdbnet":
+        from basicsr.archs.rrdbnet_arch import RRDBNet
+
+        arch = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=spec.num_feat,
+                       num_block=spec.num_block, num_grow_ch=spec.num_grow_ch,
+                       scale=spec.scale)
+    else:
+        from realesrgan.archs.srvgg_arch import SRVGGNetCompact
+
+        arch = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=spec.num_feat,
+                               num_conv=spec.num_conv, upscale=spec.scale,
+                               act_type=spec.act_type)
+    weights = workdir / f"{model}-realesrgan.pth"
+    torch.save({"params": network.state_dict()}, weights)  # its loader wants this key
+    upsampler = RealESRGANer(scale=spec.scale, model_path=str(weights), model=arch, tile=0,
+                             pre_pad=0, half=False, device=torch.device("cpu"))
+    frame = clip.get_frame(0)
+    rgb = np.stack([np.asarray(frame[p]) for p in range(3)], axis=-1)
+    image = np.ascontiguousarray((rgb[..., ::-1] * 255).round().astype(np.uint8))
+    upsampler.enhance(image, outscale=spec.scale)
+    start = time.perf_counter()
+    for _ in range(frames):
+        upsampler.enhance(image, outscale=spec.scale)
+    wall = time.perf_counter() - start
+    return {"runner": "realesrgan", "model": model, "s_per_frame": wall / frames,
+            "efficiency": None,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _import_realesrgan():
+    """realesrgan's RealESRGANer. Its dependency basicsr (1.4.2, the newest) imports
+    ``torchvision.transforms.functional_tensor``, gone since torchvision 0.17; the one
+    function it takes from there lives on in ``torchvision.transforms.functional``."""
+    import importlib
+
+    try:
+        importlib.import_module("torchvision.transforms.functional_tensor")
+    except ModuleNotFoundError:
+        import torchvision.transforms.functional as functional
+
+        sys.modules["torchvision.transforms.functional_tensor"] = functional
+    from realesrgan import RealESRGANer
+
+    return RealESRGANer
 
 
 def _onnx(model: str, network, workdir: Path) -> Path:
@@ -230,9 +290,15 @@ def available_runners() -> tuple[list[str], dict[str, str]]:
     elif not torch.cuda.is_available():
         missing["vsrealesrgan"] = "installed, but it runs on CUDA only and there is no GPU"
     if importlib.util.find_spec("realesrgan") is None:
-        missing["Real-ESRGAN inference"] = "not installed (realesrgan package)"
+        missing["Real-ESRGAN inference"] = "not installed (pip install realesrgan)"
+    else:
+        runners.append("realesrgan")
     if sys.platform == "darwin":
         runners += ["coreml-ane", "coreml-gpu", "coreml-all"]
+        from vs_coreml_esrgan.backends.coreml_pyobjc import pyobjc_available
+
+        if pyobjc_available():  # the default runtime is PyObjC: show coremltools' too
+            runners.append("coreml-ane-ct")
         if "ort" in runners:
             runners.append("ort-coreml")
     else:
@@ -302,8 +368,10 @@ def report(results, runners, missing, models, size, frames, rounds, name, out_di
              "coreml-ane": "ours: Core ML CPU+ANE fp16", "coreml-gpu": "ours: Core ML "
              "CPU+GPU fp16", "coreml-all": "ours: Core ML all fp16",
              "ort": "vs-mlrt ORT CPU", "ov": "vs-mlrt OpenVINO CPU",
-             "ort-coreml": "vs-mlrt ORT Core ML provider"}
-    peers_ = [r for r in runners if r in ("ort", "ov", "ort-coreml")]
+             "coreml-ane-ct": "ours: Core ML CPU+ANE fp16 (coremltools)",
+             "ort-coreml": "vs-mlrt ORT Core ML provider",
+             "realesrgan": "Real-ESRGAN inference (torch CPU fp32)"}
+    peers_ = [r for r in runners if r in ("ort", "ov", "ort-coreml", "realesrgan")]
     lines = [f"# CPU benchmark: {size[0]}x{size[1]} -> x4, {frames} frames per run, "
              f"{rounds} alternating rounds, medians",
              "", f"- date: {datetime.date.today().isoformat()}", f"- machine: {_machine()}",
@@ -328,7 +396,7 @@ def report(results, runners, missing, models, size, frames, rounds, name, out_di
                          f"{1 / medians[runner]:.2f} | {ratio} | {efficiency_text} | "
                          f"{peak:.0f} |")
             chart.setdefault(model, {})[names[runner]] = 1 / medians[runner]
-    lines += ["", "'vs fastest peer' > 1 means faster than the fastest vs-mlrt runtime.", "",
+    lines += ["", "'vs fastest peer' > 1 means faster than the fastest peer.", "",
               "Not measured in this run:"]
     lines += [f"- {name}: {reason}" for name, reason in missing.items()]
     stem = name or ("mac" if sys.platform == "darwin" else "cpu-linux")

@@ -262,6 +262,57 @@ def test_coreml_backend_matches_the_executor(make_checkpoint, tmp_path, units):
     assert 10 * np.log10(1 / np.mean((coreml - executor) ** 2)) >= 45
 
 
+def test_coreml_runtime_is_checked(make_checkpoint, tmp_path):
+    from vs_coreml_esrgan.backends import BackendError
+    from vs_coreml_esrgan.backends.coreml_backend import create_coreml_backend
+
+    package = convert_model(load_model(make_checkpoint(compact(scale=2))),
+                            tmp_path / "m.mlpackage", tile=(16, 16))
+    with pytest.raises(BackendError, match="runtime must be one of auto, pyobjc, "
+                                           "coremltools, got 'objc'"):
+        create_coreml_backend(package, runtime="objc")
+
+
+def test_pyobjc_runtime_without_its_bindings_says_what_to_install(tmp_path):
+    from vs_coreml_esrgan.backends import BackendError
+    from vs_coreml_esrgan.backends.coreml_pyobjc import load_pyobjc_predictor, pyobjc_available
+
+    if pyobjc_available():
+        pytest.skip("PyObjC's Core ML bindings are installed here")
+    with pytest.raises(BackendError, match="pip install pyobjc-framework-CoreML"):
+        load_pyobjc_predictor(tmp_path / "m.mlmodelc", "ane", input_name="input",
+                              output_name="output", output_shape=(1, 3, 8, 8),
+                              output_dtype=np.float16)
+
+
+@needs_macos
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_both_core_ml_runtimes_match_the_executor(make_checkpoint, tmp_path, precision):
+    """PyObjC (buffers wrapped, output backings) and coremltools give the same tiles,
+    within float16 of the executor, batches and the input dtype included."""
+    from vs_coreml_esrgan.backends.coreml_backend import create_coreml_backend
+    from vs_coreml_esrgan.backends.coreml_pyobjc import pyobjc_available
+    from vs_coreml_esrgan.backends.mil_backend import create_mil_backend
+
+    if not pyobjc_available():
+        pytest.skip("needs pyobjc-framework-CoreML (the coreml extra on macOS)")
+    package = convert_model(load_model(make_checkpoint(compact(scale=2, num_conv=3))),
+                            tmp_path / "m.mlpackage", tile=(24, 16), batch=2,
+                            precision=precision)
+    tiles = np.random.default_rng(3).random((2, 3, 16, 24)).astype(
+        np.float16 if precision == "fp16" else np.float32)
+    expected = create_mil_backend(package)(tiles).astype(np.float32)
+    results = {}
+    for runtime in ("pyobjc", "coremltools"):
+        backend = create_coreml_backend(package, compute_units="cpu", runtime=runtime)
+        assert backend.runtime == runtime
+        results[runtime] = backend(tiles).astype(np.float32)
+        assert results[runtime].shape == (2, 3, 32, 48)
+        assert 10 * np.log10(1 / np.mean((results[runtime] - expected) ** 2)) >= 45
+    np.testing.assert_allclose(results["pyobjc"], results["coremltools"], atol=1e-3)
+    assert create_coreml_backend(package).runtime == "pyobjc"  # the default where installed
+
+
 @needs_macos
 def test_compiled_model_is_cached(make_checkpoint, tmp_path, cache):
     from vs_coreml_esrgan.backends.coreml_backend import compiled_model

@@ -1,9 +1,11 @@
 """Backend "coreml": Core ML itself, macOS only.
 
 The package is compiled once into a ``.mlmodelc`` kept in the user cache, keyed by the
-package's content hash, and loaded with ``CompiledMLModel`` (loading an ``.mlpackage``
-would recompile it on every start). Inputs are fed in exactly the dtype and shape the
-model's description declares.
+package's content hash, and loaded from there (loading an ``.mlpackage`` would recompile
+it on every start). Two runtimes call Core ML: PyObjC (``pyobjc-framework-CoreML``: no
+copies, the GIL released during predictions) where installed, else coremltools
+(``CompiledMLModel.predict``). Inputs are fed in exactly the dtype and shape the model's
+description declares.
 """
 
 from __future__ import annotations
@@ -11,27 +13,31 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..cache import atomic_directory, cache_dir
 from ..coreml.package import PackageInfo, import_coremltools, package_digest, read_package
 from . import BackendError
+from .coreml_pyobjc import load_pyobjc_predictor, pyobjc_available
 
 COMPUTE_UNITS = {"ane": "CPU_AND_NE", "gpu": "CPU_AND_GPU", "cpu": "CPU_ONLY", "all": "ALL"}
+RUNTIMES = ("auto", "pyobjc", "coremltools")
 
 
 @dataclass(frozen=True, kw_only=True)
 class CoreMLBackend:
-    """A compiled model on the chosen compute units. ``MLModel.predict`` holds the GIL for
-    the whole call, so the lock costs no parallelism and keeps one prediction in flight."""
+    """A compiled model on the chosen compute units. One prediction is in flight at a
+    time (the lock); with the PyObjC runtime the GIL is free meanwhile, so other threads
+    cut and stitch tiles while Core ML runs."""
 
-    model: Any  # coremltools.models.CompiledMLModel
+    predict: Callable[[np.ndarray], np.ndarray]  # input array -> output array
     info: PackageInfo
     compute_units: str
+    runtime: str  # 'pyobjc' or 'coremltools'
     name: str = "coreml"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -47,10 +53,10 @@ class CoreMLBackend:
         if tiles.shape != self.info.input_shape:
             raise ValueError(f"expected tiles of shape {self.info.input_shape}, got "
                              f"{tiles.shape}")
-        feed = np.ascontiguousarray(tiles, dtype=self.info.input_dtype)
+        # Contiguous and writeable: PyObjC hands Core ML this very buffer.
+        feed = np.require(tiles, dtype=self.info.input_dtype, requirements=["C", "W"])
         with self._lock:
-            result = self.model.predict({self.info.input_name: feed})
-        return np.asarray(result[self.info.output_name])
+            return np.asarray(self.predict(feed))
 
 
 def default_compute_units(info: PackageInfo) -> str:
@@ -71,9 +77,17 @@ def compiled_model(package: str | os.PathLike[str]) -> Path:
 
 
 def create_coreml_backend(package: str | os.PathLike[str], *,
-                          compute_units: str | None = None) -> CoreMLBackend:
-    """Load a package with Core ML. Raises BackendError off macOS or for unknown compute
-    units, ModelError for a package that is not a fixed-shape tensor ML Program."""
+                          compute_units: str | None = None,
+                          runtime: str = "auto") -> CoreMLBackend:
+    """Load a package with Core ML.
+
+    ``runtime``: 'pyobjc', 'coremltools', or 'auto' (PyObjC where its Core ML bindings are
+    installed, else coremltools). Raises BackendError off macOS, for unknown compute units
+    or runtime, or a runtime that is missing; ModelError for a package that is not a
+    fixed-shape tensor ML Program.
+    """
+    if runtime not in RUNTIMES:
+        raise BackendError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if sys.platform != "darwin":
         raise BackendError("backend 'coreml' needs macOS (Core ML predicts only there); use "
                            "backend='mil' to run a .mlpackage elsewhere, or 'torch'")
@@ -82,11 +96,30 @@ def create_coreml_backend(package: str | os.PathLike[str], *,
     if units not in COMPUTE_UNITS:
         raise BackendError(f"compute_units must be one of {', '.join(COMPUTE_UNITS)}, got "
                            f"{units!r}")
+    compiled = compiled_model(package)
+    if runtime == "auto":
+        runtime = "pyobjc" if pyobjc_available() else "coremltools"
+    if runtime == "pyobjc":
+        predict = load_pyobjc_predictor(
+            compiled, units, input_name=info.input_name, output_name=info.output_name,
+            output_shape=info.output_shape, output_dtype=info.output_dtype).predict
+    else:
+        predict = _coremltools_predictor(compiled, units, info)
+    return CoreMLBackend(predict=predict, info=info, compute_units=units, runtime=runtime)
+
+
+def _coremltools_predictor(compiled: Path, units: str, info: PackageInfo
+                           ) -> Callable[[np.ndarray], np.ndarray]:
+    """coremltools' ``CompiledMLModel.predict`` (holds the GIL, copies float16 through
+    float32) as an array-to-array function."""
     ct = import_coremltools()
-    model = ct.models.CompiledMLModel(str(compiled_model(package)),
-                                      compute_units=getattr(ct.ComputeUnit,
-                                                            COMPUTE_UNITS[units]))
-    return CoreMLBackend(model=model, info=info, compute_units=units)
+    model = ct.models.CompiledMLModel(str(compiled), compute_units=getattr(
+        ct.ComputeUnit, COMPUTE_UNITS[units]))
+
+    def predict(feed: np.ndarray) -> np.ndarray:
+        return model.predict({info.input_name: feed})[info.output_name]
+
+    return predict
 
 
 def operation_devices(package: str | os.PathLike[str], compute_units: str = "ane"
