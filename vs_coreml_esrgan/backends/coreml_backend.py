@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,15 +98,31 @@ def create_coreml_backend(package: str | os.PathLike[str], *,
         raise BackendError(f"compute_units must be one of {', '.join(COMPUTE_UNITS)}, got "
                            f"{units!r}")
     compiled = compiled_model(package)
-    if runtime == "auto":
-        runtime = "pyobjc" if pyobjc_available() else "coremltools"
+    if runtime == "auto" and pyobjc_available():
+        try:
+            return _backend(compiled, units, info, "pyobjc", probe=True)
+        except Exception as exc:  # whatever broke the optional runtime: say so, fall back
+            warnings.warn(f"Core ML through PyObjC failed ({exc}); using coremltools",
+                          RuntimeWarning, stacklevel=2)
+    return _backend(compiled, units, info,
+                    "coremltools" if runtime == "auto" else runtime)
+
+
+def _backend(compiled: Path, units: str, info: PackageInfo, runtime: str, *,
+             probe: bool = False) -> CoreMLBackend:
+    """The backend on one runtime; ``probe`` runs one prediction first (a warm-up the
+    first tile would pay anyway) so that a runtime failing on this model fails here."""
     if runtime == "pyobjc":
         predict = load_pyobjc_predictor(
             compiled, units, input_name=info.input_name, output_name=info.output_name,
             output_shape=info.output_shape, output_dtype=info.output_dtype).predict
     else:
         predict = _coremltools_predictor(compiled, units, info)
-    return CoreMLBackend(predict=predict, info=info, compute_units=units, runtime=runtime)
+    backend = CoreMLBackend(predict=predict, info=info, compute_units=units,
+                            runtime=runtime)
+    if probe:
+        backend(np.zeros(info.input_shape, info.input_dtype))
+    return backend
 
 
 def _coremltools_predictor(compiled: Path, units: str, info: PackageInfo
