@@ -340,7 +340,8 @@ def _versions() -> str:
 
     parts = [f"Python {platform.python_version()}",
              f"VapourSynth R{vs.__version__.release_major}", f"torch {torch.__version__}"]
-    for name in ("coremltools", "onnx", "vapoursynth-mlrt-ort", "vapoursynth-mlrt-ov"):
+    for name in ("coremltools", "onnx", "vapoursynth-mlrt-ort", "vapoursynth-mlrt-ov",
+                 "realesrgan", "pyobjc-framework-CoreML"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             parts.append(f"{name} {importlib.metadata.version(name)}")
     return ", ".join(parts)
@@ -377,7 +378,9 @@ def report(results, runners, missing, models, size, frames, rounds, name, out_di
              "", f"- date: {datetime.date.today().isoformat()}", f"- machine: {_machine()}",
              f"- versions: {_versions()}",
              "- each run in its own process, one VapourSynth thread, whole frame as one tile;"
-             " peak RSS is the worker process's maximum resident size", ""]
+             " peak RSS is the worker process's maximum resident size",
+             "- Real-ESRGAN inference: its RealESRGANer.enhance (tile 0, pre_pad 0, fp32) on "
+             "the same frame as the 8-bit BGR image it takes, same weights", ""]
     lines += ["| model | runner | s/frame (median) | fps | vs fastest peer | pipeline "
               "efficiency | peak RSS (MB) |", "|---|---|---|---|---|---|---|"]
     chart: dict[str, dict[str, float]] = {}
