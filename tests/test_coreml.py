@@ -330,6 +330,9 @@ def test_verify_and_inspect_with_core_ml(make_checkpoint, tmp_path, capsys):
     package = tmp_path / "m.mlpackage"
     assert cli(["convert", str(checkpoint), "-o", str(package), "--tile", "32"]) == 0
     assert cli(["verify", str(package), "--against", str(checkpoint)]) == 0
-    assert "(fp16, coreml)" in capsys.readouterr().out
+    assert "(fp16, coreml via pyobjc)" in capsys.readouterr().out
+    assert cli(["verify", str(package), "--against", str(checkpoint), "--runtime",
+                "coremltools"]) == 0
+    assert "(fp16, coreml via coremltools)" in capsys.readouterr().out
     assert cli(["inspect", str(package)]) == 0
     assert "device placement (ane):" in capsys.readouterr().out

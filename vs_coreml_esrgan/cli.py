@@ -78,7 +78,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if backend == "coreml":
         from .backends.coreml_backend import create_coreml_backend
 
-        runner = create_coreml_backend(args.package, compute_units=args.compute_units)
+        runner = create_coreml_backend(args.package, compute_units=args.compute_units,
+                                       runtime=args.runtime)
+        backend = f"coreml via {runner.runtime}"
     else:
         from .backends.mil_backend import create_mil_backend
 
@@ -204,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--against", help="checkpoint or model (default: found by hash)")
     verify.add_argument("--backend", choices=("auto", "coreml", "mil"), default="auto")
     verify.add_argument("--compute-units", choices=("ane", "gpu", "cpu", "all"))
+    verify.add_argument("--runtime", choices=("auto", "pyobjc", "coremltools"),
+                        default="auto", help="how the coreml backend calls Core ML")
     verify.add_argument("--rounds", type=int, default=2, help="random batches to compare")
     verify.add_argument("--seed", type=int, default=0)
     verify.set_defaults(func=cmd_verify)

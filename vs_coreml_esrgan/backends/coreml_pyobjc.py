@@ -76,7 +76,7 @@ class PyObjCPredictor:
             # Core ML may decline a backing and allocate its own array (documented);
             # identity tells which happened.
             if _objc_id(produced) != _objc_id(backing):
-                if not produced.respondsToSelector_(b"transferToMultiArray:"):
+                if not hasattr(produced, "transferToMultiArray_"):
                     raise BackendError("Core ML did not write into the output buffer, and "
                                        "this macOS (before 15) cannot copy its own into "
                                        "it; use the coremltools runtime")
