@@ -41,6 +41,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT_DIR = ROOT / "docs" / "benchmarks"
 
+LABELS = {  # runner -> what the report calls it
+    "torch": "ours: torch CPU fp32",
+    "torch-cuda": "ours: torch CUDA fp16",
+    "torch-mps": "ours: torch MPS fp16",
+    "mil": "ours: mil (fp16 ML Program)",
+    "coreml-ane": "ours: Core ML CPU+ANE fp16",
+    "coreml-gpu": "ours: Core ML CPU+GPU fp16",
+    "coreml-all": "ours: Core ML all fp16",
+    "coreml-ane-ct": "ours: Core ML CPU+ANE fp16 (coremltools)",
+    "ort": "vs-mlrt ORT CPU",
+    "ov": "vs-mlrt OpenVINO CPU",
+    "ort-coreml": "vs-mlrt ORT Core ML provider",
+    "realesrgan": "Real-ESRGAN inference (torch CPU fp32)",
+    "vsrealesrgan": "vsrealesrgan (torch CUDA fp16)",
+}
+
 
 @dataclass
 class TimedBackend:
@@ -109,15 +125,16 @@ def run_once(runner: str, model: str, width: int, height: int, frames: int,
     clip = core.std.BlankClip(format=vs.RGBS, width=width, height=height, length=frames + 1,
                               color=[0.3, 0.5, 0.7])
     timed = None
-    if runner in ("torch", "mil") or runner.startswith("coreml-"):
+    if runner in ("torch", "mil") or runner.startswith(("coreml-", "torch-")):
         from vs_coreml_esrgan import plan_tiles
         from vs_coreml_esrgan.filter import apply_backend
 
         tile = (width, height)
-        if runner == "torch":
+        if runner.startswith("torch"):  # torch: the CPU; torch-cuda, torch-mps: fp16
             from vs_coreml_esrgan.backends.torch_backend import create_torch_backend
 
-            inner = create_torch_backend(network, spec.scale, device="cpu")
+            inner = create_torch_backend(network, spec.scale,
+                                         device=runner.partition("-")[2] or "cpu")
         elif runner == "mil":
             from vs_coreml_esrgan.backends.mil_backend import create_mil_backend
 
@@ -133,6 +150,11 @@ def run_once(runner: str, model: str, width: int, height: int, frames: int,
         out = apply_backend(clip, timed, plan_tiles(width, height, tile, 0, spec.scale))
     elif runner == "realesrgan":
         return _run_realesrgan(model, spec, network, clip, frames, workdir)
+    elif runner == "vsrealesrgan":  # CUDA only; fp16, as ours on CUDA
+        from vsrealesrgan import realesrgan
+
+        out = realesrgan(clip.resize.Point(format=vs.RGBH),
+                         model_path=str(_params_checkpoint(model, network, workdir)))
     else:
         onnx = _onnx(model, network, workdir)
         if runner in ("ort", "ort-coreml"):
@@ -173,8 +195,7 @@ def _run_realesrgan(model: str, spec, network, clip, frames: int, workdir: Path)
         arch = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=spec.num_feat,
                                num_conv=spec.num_conv, upscale=spec.scale,
                                act_type=spec.act_type)
-    weights = workdir / f"{model}-realesrgan.pth"
-    torch.save({"params": network.state_dict()}, weights)  # its loader wants this key
+    weights = _params_checkpoint(model, network, workdir)
     upsampler = RealESRGANer(scale=spec.scale, model_path=str(weights), model=arch, tile=0,
                              pre_pad=0, half=False, device=torch.device("cpu"))
     frame = clip.get_frame(0)
@@ -188,6 +209,17 @@ def _run_realesrgan(model: str, spec, network, clip, frames: int, workdir: Path)
     return {"runner": "realesrgan", "model": model, "s_per_frame": wall / frames,
             "efficiency": None,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _params_checkpoint(model: str, network, workdir: Path) -> Path:
+    """The network's weights as a Real-ESRGAN training checkpoint ({'params': ...}), the
+    layout Real-ESRGAN's and vsrealesrgan's loaders read."""
+    import torch
+
+    path = workdir / f"{model}-params.pth"
+    if not path.exists():
+        torch.save({"params": network.state_dict()}, path)
+    return path
 
 
 def _import_realesrgan():
@@ -273,9 +305,14 @@ def efficiency(sizes: list[tuple[int, int]], frames: int, overlap: int) -> None:
 # --- part 2: peers ----------------------------------------------------------------------
 
 def available_runners() -> tuple[list[str], dict[str, str]]:
+    import torch
     import vapoursynth as vs
 
     runners, missing = ["torch", "mil"], {}
+    if torch.cuda.is_available():
+        runners.append("torch-cuda")
+    if torch.backends.mps.is_available():
+        runners.append("torch-mps")
     for name, package in (("ort", "vapoursynth-mlrt-ort"), ("ov", "vapoursynth-mlrt-ov")):
         if hasattr(vs.core, name):
             runners.append(name)
@@ -283,12 +320,12 @@ def available_runners() -> tuple[list[str], dict[str, str]]:
             missing[name] = f"not installed (pip install {package})"
     import importlib.util
 
-    import torch
-
     if importlib.util.find_spec("vsrealesrgan") is None:
-        missing["vsrealesrgan"] = "not installed"
+        missing["vsrealesrgan"] = "not installed (it runs on CUDA only)"
     elif not torch.cuda.is_available():
         missing["vsrealesrgan"] = "installed, but it runs on CUDA only and there is no GPU"
+    else:
+        runners.append("vsrealesrgan")
     if importlib.util.find_spec("realesrgan") is None:
         missing["Real-ESRGAN inference"] = "not installed (pip install realesrgan)"
     else:
@@ -314,8 +351,16 @@ def peers(models: list[str], size: tuple[int, int], frames: int, rounds: int,
     with tempfile.TemporaryDirectory() as work:
         for model in models:
             for round_index in range(rounds):
-                for runner in runners:  # alternate: A B C, A B C, ...
-                    result = _worker(runner, model, size, frames, Path(work))
+                for runner in list(runners):  # alternate: A B C, A B C, ...
+                    try:
+                        result = _worker(runner, model, size, frames, Path(work))
+                    except RuntimeError as exc:
+                        if not runner.startswith(("torch", "mil", "coreml")):
+                            # a peer that fails here is reported, not fatal
+                            runners.remove(runner)
+                            missing[LABELS[runner]] = f"failed on {model}: {exc}"
+                            continue
+                        raise SystemExit(f"{runner} on {model} failed: {exc}") from None
                     results.setdefault((model, runner), []).append(result)
                     print(f"round {round_index + 1}/{rounds} {model:22} {runner:6} "
                           f"{result['s_per_frame']:.3f} s/frame", flush=True)
@@ -323,12 +368,16 @@ def peers(models: list[str], size: tuple[int, int], frames: int, rounds: int,
 
 
 def _worker(runner: str, model: str, size: tuple[int, int], frames: int, work: Path) -> dict:
+    """One run in a fresh process. Raises RuntimeError with the last line of its error
+    output (the end of which is printed)."""
     command = [sys.executable, __file__, "--worker", json.dumps(
         {"runner": runner, "model": model, "width": size[0], "height": size[1],
          "frames": frames, "workdir": str(work)})]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"{runner} on {model} failed:\n{done.stderr[-3000:]}")
+        lines = done.stderr.strip().splitlines() or ["(no message)"]
+        print(f"{runner} on {model} failed:", *lines[-20:], sep="\n", file=sys.stderr)
+        raise RuntimeError(lines[-1])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -365,14 +414,8 @@ def _machine() -> str:
 
 def report(results, runners, missing, models, size, frames, rounds, name, out_dir) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = {"torch": "ours: torch CPU fp32", "mil": "ours: mil (fp16 ML Program)",
-             "coreml-ane": "ours: Core ML CPU+ANE fp16", "coreml-gpu": "ours: Core ML "
-             "CPU+GPU fp16", "coreml-all": "ours: Core ML all fp16",
-             "ort": "vs-mlrt ORT CPU", "ov": "vs-mlrt OpenVINO CPU",
-             "coreml-ane-ct": "ours: Core ML CPU+ANE fp16 (coremltools)",
-             "ort-coreml": "vs-mlrt ORT Core ML provider",
-             "realesrgan": "Real-ESRGAN inference (torch CPU fp32)"}
-    peers_ = [r for r in runners if r in ("ort", "ov", "ort-coreml", "realesrgan")]
+    peers_ = [r for r in runners if r in ("ort", "ov", "ort-coreml", "realesrgan",
+                                          "vsrealesrgan")]
     lines = [f"# CPU benchmark: {size[0]}x{size[1]} -> x4, {frames} frames per run, "
              f"{rounds} alternating rounds, medians",
              "", f"- date: {datetime.date.today().isoformat()}", f"- machine: {_machine()}",
@@ -395,10 +438,10 @@ def report(results, runners, missing, models, size, frames, rounds, name, out_di
                                else "-")
             ratio = f"{fastest_peer / medians[runner]:.2f}x" if fastest_peer else "-"
             peak = max(x["peak_rss_mb"] for x in rows)
-            lines.append(f"| {model} | {names[runner]} | {medians[runner]:.3f} | "
+            lines.append(f"| {model} | {LABELS[runner]} | {medians[runner]:.3f} | "
                          f"{1 / medians[runner]:.2f} | {ratio} | {efficiency_text} | "
                          f"{peak:.0f} |")
-            chart.setdefault(model, {})[names[runner]] = 1 / medians[runner]
+            chart.setdefault(model, {})[LABELS[runner]] = 1 / medians[runner]
     lines += ["", "'vs fastest peer' > 1 means faster than the fastest peer.", "",
               "Not measured in this run:"]
     lines += [f"- {name}: {reason}" for name, reason in missing.items()]
