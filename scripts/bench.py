@@ -115,25 +115,35 @@ def load_network(model: str):
 # --- one measured run (in a worker process) ---------------------------------------------
 
 def run_once(runner: str, model: str, width: int, height: int, frames: int,
-             workdir: Path) -> dict:
-    """Time ``frames`` frames (after WARM_UP_FRAMES untimed ones) through one runner."""
+             workdir: Path, overlap: int | None = None) -> dict:
+    """Time ``frames`` frames (after WARM_UP_FRAMES untimed ones) through one runner.
+
+    ``overlap`` None: the whole RGB frame as one tile (peers). Else (our backends only):
+    YUV420P8 frames, as from a video, in the tiles the filter would plan with that overlap.
+    """
     import resource
 
     import vapoursynth as vs
+
+    from vs_coreml_esrgan import choose_tile_size, plan_tiles
 
     core = vs.core
     core.num_threads = 1
     spec, network = load_network(model)
     # Network cost does not depend on pixel values; a blank clip measures it fairly.
-    clip = core.std.BlankClip(format=vs.RGBS, width=width, height=height,
-                              length=WARM_UP_FRAMES + frames,
-                              color=[0.3, 0.5, 0.7])
+    if overlap is None:
+        clip = core.std.BlankClip(format=vs.RGBS, width=width, height=height,
+                                  length=WARM_UP_FRAMES + frames, color=[0.3, 0.5, 0.7])
+        tile = (width, height)
+    else:
+        clip = core.std.BlankClip(format=vs.YUV420P8, width=width, height=height,
+                                  length=WARM_UP_FRAMES + frames)
+        tile = choose_tile_size(width, height, overlap)
+    plan = plan_tiles(width, height, tile, overlap or 0, spec.scale)
     timed = None
     if runner in ("torch", "mil") or runner.startswith(("coreml-", "torch-")):
-        from vs_coreml_esrgan import plan_tiles
         from vs_coreml_esrgan.filter import apply_backend
 
-        tile = (width, height)
         if runner.startswith("torch"):  # torch: the CPU; torch-cuda, torch-mps: fp16
             from vs_coreml_esrgan.backends.torch_backend import create_torch_backend
 
@@ -151,7 +161,7 @@ def run_once(runner: str, model: str, width: int, height: int, frames: int,
                                           compute_units=units,
                                           runtime="coremltools" if via else "auto")
         timed = TimedBackend(inner)
-        out = apply_backend(clip, timed, plan_tiles(width, height, tile, 0, spec.scale))
+        out = apply_backend(clip, timed, plan)
     elif runner == "realesrgan":
         return _run_realesrgan(model, spec, network, clip, frames, workdir)
     elif runner == "vsrealesrgan":  # CUDA only; fp16, as ours on CUDA
@@ -176,6 +186,8 @@ def run_once(runner: str, model: str, width: int, height: int, frames: int,
     wall = time.perf_counter() - start
     return {"runner": runner, "model": model, "s_per_frame": wall / frames,
             "efficiency": timed.seconds / wall if timed else None,
+            "tile": f"{tile[0]}x{tile[1]}", "tiles": plan.num_tiles,
+            "waste": plan.compute_waste,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -275,38 +287,40 @@ def _package(model: str, spec, network, tile, workdir: Path) -> Path:
 
 # --- part 1: efficiency -----------------------------------------------------------------
 
-def efficiency(sizes: list[tuple[int, int]], frames: int, overlap: int) -> None:
+def our_runners() -> list[str]:
+    """This project's backends that run on this machine."""
     import torch
-    import vapoursynth as vs
 
-    from vs_coreml_esrgan import choose_tile_size, plan_tiles
-    from vs_coreml_esrgan.backends.torch_backend import create_torch_backend
-    from vs_coreml_esrgan.filter import apply_backend
+    runners = ["torch", "mil"]
+    if torch.cuda.is_available():
+        runners.append("torch-cuda")
+    if torch.backends.mps.is_available():
+        runners.append("torch-mps")
+    if sys.platform == "darwin":
+        runners += ["coreml-ane", "coreml-gpu", "coreml-all"]
+    return runners
 
-    vs.core.num_threads = 1
-    spec, network = load_network("random-compact")
-    print(f"random SRVGGNetCompact x4 (16 convs, 64 feat); torch {torch.__version__} CPU "
-          f"fp32, {torch.get_num_threads()} threads; overlap {overlap}; {frames} frames; "
-          "YUV420P8 input; one VapourSynth thread")
-    print("| frame | tile | tiles | compute waste | s/frame | fps | pipeline efficiency |")
-    print("|---|---|---|---|---|---|---|")
-    for width, height in sizes:
-        tile = choose_tile_size(width, height, overlap)
-        plan = plan_tiles(width, height, tile, overlap, spec.scale)
-        timed = TimedBackend(create_torch_backend(network, spec.scale, device="cpu"))
-        clip = vs.core.std.BlankClip(format=vs.YUV420P8, width=width, height=height,
-                                     length=WARM_UP_FRAMES + frames)
-        out = apply_backend(clip, timed, plan)
-        for n in range(WARM_UP_FRAMES):
-            out.get_frame(n)
-        timed.seconds = 0.0
-        start = time.perf_counter()
-        for n in range(WARM_UP_FRAMES, WARM_UP_FRAMES + frames):
-            out.get_frame(n)
-        wall = time.perf_counter() - start
-        print(f"| {width}x{height} | {tile[0]}x{tile[1]} | {plan.num_tiles} | "
-              f"{plan.compute_waste:.3f} | {wall / frames:.2f} | {frames / wall:.3f} | "
-              f"{timed.seconds / wall:.3f} |", flush=True)
+
+def efficiency(sizes: list[tuple[int, int]], frames: int, overlap: int) -> None:
+    """Part 1: each of our backends at each size, in the tiles the filter plans."""
+    import torch
+
+    print(f"random SRVGGNetCompact x4 (16 convs, 64 feat); torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; overlap {overlap}; {frames} frames after "
+          f"{WARM_UP_FRAMES} untimed; YUV420P8 input; one VapourSynth thread; each run in "
+          "its own process")
+    print("| frame | backend | tile | tiles | compute waste | s/frame | fps | pipeline "
+          "efficiency | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as work:
+        for width, height in sizes:
+            for runner in our_runners():
+                r = _worker(runner, "random-compact", (width, height), frames, Path(work),
+                            overlap=overlap)
+                print(f"| {width}x{height} | {LABELS[runner].removeprefix('ours: ')} | "
+                      f"{r['tile']} | {r['tiles']} | {r['waste']:.3f} | "
+                      f"{r['s_per_frame']:.2f} | {1 / r['s_per_frame']:.3f} | "
+                      f"{r['efficiency']:.3f} | {r['peak_rss_mb']:.0f} |", flush=True)
 
 
 # --- part 2: peers ----------------------------------------------------------------------
@@ -315,11 +329,7 @@ def available_runners() -> tuple[list[str], dict[str, str]]:
     import torch
     import vapoursynth as vs
 
-    runners, missing = ["torch", "mil"], {}
-    if torch.cuda.is_available():
-        runners.append("torch-cuda")
-    if torch.backends.mps.is_available():
-        runners.append("torch-mps")
+    runners, missing = our_runners(), {}
     for name, package in (("ort", "vapoursynth-mlrt-ort"), ("ov", "vapoursynth-mlrt-ov")):
         if hasattr(vs.core, name):
             runners.append(name)
@@ -338,7 +348,6 @@ def available_runners() -> tuple[list[str], dict[str, str]]:
     else:
         runners.append("realesrgan")
     if sys.platform == "darwin":
-        runners += ["coreml-ane", "coreml-gpu", "coreml-all"]
         from vs_coreml_esrgan.backends.coreml_pyobjc import pyobjc_available
 
         if pyobjc_available():  # the default runtime is PyObjC: show coremltools' too
@@ -374,12 +383,13 @@ def peers(models: list[str], size: tuple[int, int], frames: int, rounds: int,
     report(results, runners, missing, models, size, frames, rounds, name, out_dir)
 
 
-def _worker(runner: str, model: str, size: tuple[int, int], frames: int, work: Path) -> dict:
+def _worker(runner: str, model: str, size: tuple[int, int], frames: int, work: Path, *,
+            overlap: int | None = None) -> dict:
     """One run in a fresh process. Raises RuntimeError with the last line of its error
     output (the end of which is printed)."""
     command = [sys.executable, __file__, "--worker", json.dumps(
         {"runner": runner, "model": model, "width": size[0], "height": size[1],
-         "frames": frames, "workdir": str(work)})]
+         "frames": frames, "workdir": str(work), "overlap": overlap})]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or ["(no message)"]
@@ -503,7 +513,7 @@ def main() -> int:
     if args.worker:
         job = json.loads(args.worker)
         print(json.dumps(run_once(job["runner"], job["model"], job["width"], job["height"],
-                                  job["frames"], Path(job["workdir"]))))
+                                  job["frames"], Path(job["workdir"]), job.get("overlap"))))
         return 0
     if args.peers:
         width, height = (int(v) for v in args.size.split("x"))
