@@ -53,6 +53,7 @@ LABELS = {  # runner -> what the report calls it
     "coreml-gpu": "ours: Core ML CPU+GPU fp16",
     "coreml-all": "ours: Core ML all fp16",
     "coreml-ane-ct": "ours: Core ML CPU+ANE fp16 (coremltools)",
+    "coreml-gpu-fp32": "ours: Core ML CPU+GPU fp32",
     "ort": "vs-mlrt ORT CPU",
     "ov": "vs-mlrt OpenVINO CPU",
     "ort-coreml": "vs-mlrt ORT Core ML provider",
@@ -153,13 +154,15 @@ def run_once(runner: str, model: str, width: int, height: int, frames: int,
             from vs_coreml_esrgan.backends.mil_backend import create_mil_backend
 
             inner = create_mil_backend(_package(model, spec, network, tile, workdir))
-        else:  # coreml-UNITS[-ct]: Core ML itself (macOS); -ct: through coremltools
+        else:  # coreml-UNITS[-ct|-fp32]: Core ML (macOS); -ct: through coremltools
             from vs_coreml_esrgan.backends.coreml_backend import create_coreml_backend
 
-            units, _, via = runner.removeprefix("coreml-").partition("-")
-            inner = create_coreml_backend(_package(model, spec, network, tile, workdir),
-                                          compute_units=units,
-                                          runtime="coremltools" if via else "auto")
+            units, _, variant = runner.removeprefix("coreml-").partition("-")
+            package = _package(model, spec, network, tile, workdir,
+                               precision="fp32" if variant == "fp32" else "fp16")
+            inner = create_coreml_backend(
+                package, compute_units=units,
+                runtime="coremltools" if variant == "ct" else "auto")
         timed = TimedBackend(inner)
         out = apply_backend(clip, timed, plan)
     elif runner == "realesrgan":
@@ -270,18 +273,19 @@ def _onnx(model: str, network, workdir: Path) -> Path:
     return path
 
 
-def _package(model: str, spec, network, tile, workdir: Path) -> Path:
+def _package(model: str, spec, network, tile, workdir: Path, *,
+             precision: str = "fp16") -> Path:
     from vs_coreml_esrgan.checkpoint import LoadedModel
     from vs_coreml_esrgan.coreml.convert import convert_model
 
-    path = workdir / f"{model}-{tile[0]}x{tile[1]}.mlpackage"
+    path = workdir / f"{model}-{tile[0]}x{tile[1]}-{precision}.mlpackage"
     if not path.exists():
         import torch
 
         checkpoint = workdir / f"{model}.pth"
         torch.save(network.state_dict(), checkpoint)
         convert_model(LoadedModel(spec=spec, network=network, path=checkpoint), path,
-                      tile=tile, precision="fp16")
+                      tile=tile, precision=precision)
     return path
 
 
@@ -352,6 +356,7 @@ def available_runners() -> tuple[list[str], dict[str, str]]:
 
         if pyobjc_available():  # the default runtime is PyObjC: show coremltools' too
             runners.append("coreml-ane-ct")
+        runners.append("coreml-gpu-fp32")  # the Neural Engine runs only fp16
         if "ort" in runners:
             runners.append("ort-coreml")
     else:
