@@ -159,3 +159,29 @@ def test_backend_returning_wrong_shape():
     plan = plan_tiles(32, 32, (32, 32), 4, 2)
     with pytest.raises(ValueError, match=r"backend returned shape \(1, 3, 32, 32\)"):
         upscale_tiled(np.zeros((3, 32, 32), np.float32), plan, lambda t: t)
+
+
+def test_backend_returning_wrong_shape_among_many_tiles():
+    plan = plan_tiles(96, 64, (40, 40), 4, 2)
+    assert plan.num_tiles > 2  # the error comes from the helper thread's stitching
+    with pytest.raises(ValueError, match=r"backend returned shape \(1, 3, 40, 40\)"):
+        upscale_tiled(np.zeros((3, 64, 96), np.float32), plan, lambda t: t)
+
+
+def test_inference_runs_on_the_calling_thread():
+    """Runtimes keep per-thread state (OpenMP teams, scratch memory): every batch of a
+    frame, and every frame, goes to the backend from the caller's own thread."""
+    import threading
+
+    callers = set()
+
+    def infer(tiles: np.ndarray) -> np.ndarray:
+        callers.add(threading.get_ident())
+        return np.repeat(np.repeat(tiles, 2, axis=2), 2, axis=3)
+
+    plan = plan_tiles(96, 64, (40, 40), 4, 2)
+    image = np.random.default_rng(0).random((3, 64, 96)).astype(np.float32)
+    for _ in range(2):
+        out = upscale_tiled(image, plan, infer)
+        np.testing.assert_allclose(out, np.repeat(np.repeat(image, 2, 1), 2, 2), atol=1e-6)
+    assert callers == {threading.get_ident()}
