@@ -62,6 +62,10 @@ LABELS = {  # runner -> what the report calls it
 }
 
 
+def _is_ours(runner: str) -> bool:
+    return LABELS[runner].startswith("ours")
+
+
 @dataclass
 class TimedBackend:
     """Wraps a backend and adds up the wall time spent inside its calls."""
@@ -142,7 +146,7 @@ def run_once(runner: str, model: str, width: int, height: int, frames: int,
         tile = choose_tile_size(width, height, overlap)
     plan = plan_tiles(width, height, tile, overlap or 0, spec.scale)
     timed = None
-    if runner in ("torch", "mil") or runner.startswith(("coreml-", "torch-")):
+    if _is_ours(runner):
         from vs_coreml_esrgan.filter import apply_backend
 
         if runner.startswith("torch"):  # torch: the CPU; torch-cuda, torch-mps: fp16
@@ -376,7 +380,7 @@ def peers(models: list[str], size: tuple[int, int], frames: int, rounds: int,
                     try:
                         result = _worker(runner, model, size, frames, Path(work))
                     except RuntimeError as exc:
-                        if not runner.startswith(("torch", "mil", "coreml")):
+                        if not _is_ours(runner):
                             # a peer that fails here is reported, not fatal
                             runners.remove(runner)
                             missing[LABELS[runner]] = f"failed on {model}: {exc}"
@@ -436,8 +440,7 @@ def _machine() -> str:
 
 def report(results, runners, missing, models, size, frames, rounds, name, out_dir) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    peers_ = [r for r in runners if r in ("ort", "ov", "ort-coreml", "realesrgan",
-                                          "vsrealesrgan")]
+    peers_ = [r for r in runners if not _is_ours(r)]
     lines = [f"# CPU benchmark: {size[0]}x{size[1]} -> x4, {frames} frames per run (after "
              f"{WARM_UP_FRAMES} untimed), "
              f"{rounds} alternating rounds, medians",

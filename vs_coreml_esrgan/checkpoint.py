@@ -98,10 +98,15 @@ def model_sha256(path: str | os.PathLike[str]) -> str:
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file's contents, read in chunks."""
     digest = hashlib.sha256()
+    hash_file_into(digest, path)
+    return digest.hexdigest()
+
+
+def hash_file_into(digest: hashlib._Hash, path: str | os.PathLike[str]) -> None:
+    """Feed a file's contents to ``digest`` in 1 MiB chunks."""
     with open(path, "rb") as stream:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_ncnn(path: Path) -> tuple[NetworkSpec, dict[str, torch.Tensor]]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .backends import BackendError
+from .backends.coreml_backend import COMPUTE_UNITS, RUNTIMES
 from .network_spec import ModelError
 
 PROG = "vs-coreml-esrgan"
@@ -205,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("package")
     verify.add_argument("--against", help="checkpoint or model (default: found by hash)")
     verify.add_argument("--backend", choices=("auto", "coreml", "mil"), default="auto")
-    verify.add_argument("--compute-units", choices=("ane", "gpu", "cpu", "all"))
-    verify.add_argument("--runtime", choices=("auto", "pyobjc", "coremltools"),
+    verify.add_argument("--compute-units", choices=tuple(COMPUTE_UNITS))
+    verify.add_argument("--runtime", choices=RUNTIMES,
                         default="auto", help="how the coreml backend calls Core ML")
     verify.add_argument("--rounds", type=int, default=2, help="random batches to compare")
     verify.add_argument("--seed", type=int, default=0)
@@ -214,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser("inspect", help="a package's contract, ops and devices")
     inspect.add_argument("package")
-    inspect.add_argument("--compute-units", choices=("ane", "gpu", "cpu", "all"),
+    inspect.add_argument("--compute-units", choices=tuple(COMPUTE_UNITS),
                          default="ane")
     inspect.set_defaults(func=cmd_inspect)
 

@@ -60,18 +60,14 @@ class PyObjCPredictor:
         with objc.autorelease_pool():
             source = _wrap(feed)
             backing = _wrap(out)
-            provider, error = CoreML.MLDictionaryFeatureProvider.alloc() \
-                .initWithDictionary_error_(
+            provider = _checked(
+                CoreML.MLDictionaryFeatureProvider.alloc().initWithDictionary_error_(
                     {self.input_name: CoreML.MLFeatureValue.featureValueWithMultiArray_(
-                        source)}, None)
-            if provider is None:
-                raise BackendError(f"Core ML rejected the input: {error}")
+                        source)}, None), "Core ML rejected the input")
             options = CoreML.MLPredictionOptions.alloc().init()
             options.setOutputBackings_({self.output_name: backing})
-            result, error = self.model.predictionFromFeatures_options_error_(
-                provider, options, None)
-            if result is None:
-                raise BackendError(f"Core ML prediction failed: {error}")
+            result = _checked(self.model.predictionFromFeatures_options_error_(
+                provider, options, None), "Core ML prediction failed")
             produced = result.featureValueForName_(self.output_name).multiArrayValue()
             # Core ML may decline a backing and allocate its own array (documented);
             # identity tells which happened.
@@ -109,10 +105,8 @@ def load_pyobjc_predictor(compiled: str | os.PathLike[str], compute_units: str, 
     configuration = CoreML.MLModelConfiguration.alloc().init()
     configuration.setComputeUnits_(units)
     url = Foundation.NSURL.fileURLWithPath_(os.fspath(compiled))
-    model, error = CoreML.MLModel.modelWithContentsOfURL_configuration_error_(
-        url, configuration, None)
-    if model is None:
-        raise BackendError(f"Core ML could not load {os.fspath(compiled)}: {error}")
+    model = _checked(CoreML.MLModel.modelWithContentsOfURL_configuration_error_(
+        url, configuration, None), f"Core ML could not load {os.fspath(compiled)}")
     return PyObjCPredictor(model=model, input_name=input_name, output_name=output_name,
                            output_shape=tuple(output_shape),
                            output_dtype=np.dtype(output_dtype))
@@ -127,14 +121,21 @@ def _wrap(array: np.ndarray) -> Any:
         raise ValueError("expected a C-contiguous, writeable array")
     item = array.dtype.itemsize
     strides = [s // item for s in array.strides]
-    wrapped, error = CoreML.MLMultiArray.alloc() \
+    return _checked(
+        CoreML.MLMultiArray.alloc()
         .initWithDataPointer_shape_dataType_strides_deallocator_error_(
             memoryview(array).cast("B"), list(array.shape), _DATA_TYPES[array.dtype],
-            strides, None, None)
-    if wrapped is None:
-        raise BackendError(f"Core ML could not wrap a {array.dtype} array of shape "
-                           f"{array.shape}: {error}")
-    return wrapped
+            strides, None, None),
+        f"Core ML could not wrap a {array.dtype} array of shape {array.shape}")
+
+
+def _checked(answer: tuple[Any, Any], failure: str) -> Any:
+    """The object of an Objective-C ``(object, NSError)`` answer; BackendError with
+    ``failure`` and the error's text when the object is nil."""
+    value, error = answer
+    if value is None:
+        raise BackendError(f"{failure}: {error}")
+    return value
 
 
 def _objc_id(value: Any) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoint import hash_file_into
 from ..network_spec import ModelError
 
 METADATA_PREFIX = "vs_coreml_esrgan."
@@ -126,7 +127,5 @@ def package_digest(path: str | os.PathLike[str]) -> str:
     root = Path(path)
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         digest.update(file.relative_to(root).as_posix().encode() + b"\0")
-        with open(file, "rb") as stream:
-            while chunk := stream.read(1 << 20):
-                digest.update(chunk)
+        hash_file_into(digest, file)
     return digest.hexdigest()
