@@ -111,17 +111,30 @@ def test_saved_spec(make_checkpoint, tmp_path, precision):
     assert info.metadata["version"] == vs_coreml_esrgan.__version__
 
 
-def test_no_biased_convolution_feeds_pixel_shuffle(make_checkpoint, tmp_path):
-    package = convert_model(load_model(make_checkpoint(compact(scale=4))),
-                            tmp_path / "c.mlpackage", tile=(16, 16))
+@pytest.mark.parametrize("scale", [4, 2])
+def test_compact_program_has_no_full_resolution_upsample_or_add(make_checkpoint, tmp_path,
+                                                                scale):
+    """The Neural-Engine-friendly tail: the residual enters before the pixel shuffle, so
+    nothing but the shuffle itself runs at output resolution."""
+    loaded = load_model(make_checkpoint(compact(scale=scale)))
+    package = convert_model(loaded, tmp_path / "c.mlpackage", tile=(16, 12))
     ops = _ops(package)
+    kinds = {op.type for op in ops}
+    assert "upsample_nearest_neighbor" not in kinds
     producers = {out.name: op for op in ops for out in op.outputs}
-    shuffles = [op for op in ops if op.type == "pixel_shuffle"]
-    assert shuffles
-    for shuffle in shuffles:
-        source = producers[shuffle.inputs["x"].arguments[0].name]
-        assert not (source.type == "conv" and "bias" in source.inputs), \
-            "a convolution with bias feeds pixel_shuffle"
+    (shuffle,) = [op for op in ops if op.type == "pixel_shuffle"]
+    assert producers[shuffle.inputs["x"].arguments[0].name].type == "add"
+    # The shuffle is the last operation: no op consumes a full-resolution tensor.
+    consumers = [op for op in ops for arg in op.inputs.values() for a in arg.arguments
+                 if a.name == shuffle.outputs[0].name]
+    assert consumers == [] or all(op.type in ("cast",) for op in consumers)
+    # Same function as the checkpoint's own network (the float32 program, executed).
+    fp32 = convert_model(loaded, tmp_path / "c32.mlpackage", tile=(16, 12), precision="fp32")
+    tiles = torch.rand(1, 3, 12, 16)
+    with torch.inference_mode():
+        expected = loaded.network(tiles).numpy()
+    got = MilProgram.load(fp32)(tiles.numpy())
+    assert np.abs(got - expected).max() <= 1e-5
 
 
 def test_refuses_to_overwrite_and_bad_settings(make_checkpoint, tmp_path):

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .backends import BackendError
-from .backends.coreml_backend import COMPUTE_UNITS, RUNTIMES
+from .backends.coreml_backend import RUNTIMES, UNIT_CHOICES
+from .backends.coreml_plan import COMPUTE_UNITS
 from .network_spec import ModelError
 
 PROG = "vs-coreml-esrgan"
@@ -109,16 +110,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     ops = Counter(op.type for op in function.block_specializations[function.opset].operations
                   if op.type != "const")
     print("  operations: " + ", ".join(f"{name} x{count}" for name, count in sorted(ops.items())))
-    if sys.platform != "darwin":
-        print("  device placement: needs macOS (Core ML's compute plan)")
-        return 0
-    from .backends.coreml_backend import operation_devices
-
-    devices = Counter(device for _, device in operation_devices(args.package,
-                                                                args.compute_units))
-    print(f"  device placement ({args.compute_units}): "
-          + ", ".join(f"{device} {count}" for device, count in sorted(devices.items())))
+    print(f"  device placement ({args.compute_units}): {_placement_text(args)}")
     return 0
+
+
+def _placement_text(args: argparse.Namespace) -> str:
+    """Core ML's plan as each device's share of the estimated cost, or why there is none."""
+    if sys.platform != "darwin":
+        return "needs macOS (Core ML's compute plan)"
+    from .backends.coreml_backend import compiled_model
+    from .backends.coreml_plan import placement
+
+    try:
+        return placement(compiled_model(args.package), args.compute_units).describe() \
+            + " of the estimated cost"
+    except BackendError as exc:
+        return f"not available: {exc}"
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -206,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("package")
     verify.add_argument("--against", help="checkpoint or model (default: found by hash)")
     verify.add_argument("--backend", choices=("auto", "coreml", "mil"), default="auto")
-    verify.add_argument("--compute-units", choices=tuple(COMPUTE_UNITS))
+    verify.add_argument("--compute-units", choices=UNIT_CHOICES,
+                        help="coreml backend: default auto (measured once per model)")
     verify.add_argument("--runtime", choices=RUNTIMES,
                         default="auto", help="how the coreml backend calls Core ML")
     verify.add_argument("--rounds", type=int, default=2, help="random batches to compare")

@@ -149,15 +149,23 @@ def _convert_for(clip: vs.VideoNode, path: str | os.PathLike[str], *,
     """A checkpoint's Core ML package for this clip's tile size, from the cache."""
     from .checkpoint import load_model
     from .coreml.cached import cached_package
+    from .coreml.tile_rule import coreml_tile_size
 
     if precision not in ("auto", "fp16", "fp32"):
         raise ValueError(f"precision must be one of auto, fp32, fp16, got {precision!r}")
     loaded = load_model(path)
-    tile_size = _tile_size(tile, clip.width, clip.height, overlap, loaded.spec.multiple_of)
+    if tile is None:
+        tile_size = coreml_tile_size(clip.width, clip.height, overlap, loaded.spec)
+    else:
+        tile_size = _tile_size(tile, clip.width, clip.height, overlap, loaded.spec.multiple_of)
     return cached_package(loaded, tile=tile_size, batch=batch,
                           precision="fp32" if precision == "fp32" else "fp16",
-                          notify=lambda message: print(f"vs_coreml_esrgan: {message}",
-                                                       file=sys.stderr, flush=True))
+                          notify=_notify)
+
+
+def _notify(message: str) -> None:
+    """Progress and choices made while the filter is set up: one line on stderr."""
+    print(f"vs_coreml_esrgan: {message}", file=sys.stderr, flush=True)
 
 
 def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen: str, *,
@@ -178,7 +186,8 @@ def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen
     if chosen == "coreml":
         from .backends.coreml_backend import create_coreml_backend
 
-        runner: Backend = create_coreml_backend(package, compute_units=compute_units)
+        runner: Backend = create_coreml_backend(package, compute_units=compute_units,
+                                                notify=_notify)
     else:
         from .backends.mil_backend import create_mil_backend
 

@@ -5,7 +5,15 @@ package's content hash, and loaded from there (loading an ``.mlpackage`` would r
 it on every start). Two runtimes call Core ML: PyObjC (``pyobjc-framework-CoreML``: no
 copies, the GIL released during predictions) where installed, else coremltools
 (``CompiledMLModel.predict``). Inputs are fed in exactly the dtype and shape the model's
-description declares.
+description declares. Compute units 'auto' measure once per model and machine which of
+the Neural Engine, the GPU or both is fastest (``coreml_units``).
+
+coremltools calls checked against its 9.0 source: ``compile_model(path, dest)`` wants a
+string path and a destination ending in ``.mlmodelc`` (models/utils.py); the native proxy
+raises RuntimeError (pybind11's translation of std::runtime_error in
+coremlpython/CoreMLPython.mm) for a model it cannot load or predict with and for
+CPU_AND_NE before macOS 13; ``compile_model`` and ``CompiledMLModel`` raise a bare
+Exception when the native library is missing.
 """
 
 from __future__ import annotations
@@ -22,11 +30,17 @@ import numpy as np
 
 from ..cache import atomic_directory, cache_dir
 from ..coreml.package import PackageInfo, import_coremltools, package_digest, read_package
-from . import BackendError
+from . import BackendError, macos
+from .coreml_plan import COMPUTE_UNITS, neural_engine_warning
 from .coreml_pyobjc import load_pyobjc_predictor, pyobjc_available
 
-COMPUTE_UNITS = {"ane": "CPU_AND_NE", "gpu": "CPU_AND_GPU", "cpu": "CPU_ONLY", "all": "ALL"}
+UNIT_CHOICES = ("auto", *COMPUTE_UNITS)
 RUNTIMES = ("auto", "pyobjc", "coremltools")
+# Our packages are ML Programs for macOS 13 (coreml/convert.py), which Core ML before 13
+# cannot load; CPU_AND_NE also first exists there.
+MINIMUM_MACOS = (13, 0)
+
+Notify = Callable[[str], None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,62 +68,75 @@ class CoreMLBackend:
         if tiles.shape != self.info.input_shape:
             raise ValueError(f"expected tiles of shape {self.info.input_shape}, got "
                              f"{tiles.shape}")
-        # Contiguous and writeable: PyObjC hands Core ML this very buffer.
-        feed = np.require(tiles, dtype=self.info.input_dtype, requirements=["C", "W"])
+        feed = np.ascontiguousarray(tiles, dtype=self.info.input_dtype)
         with self._lock:
             return np.asarray(self.predict(feed))
 
 
-def default_compute_units(info: PackageInfo) -> str:
-    """'ane' (CPU and Neural Engine) for float16 programs, 'all' for float32 ones (the
-    Neural Engine runs only float16)."""
-    return "ane" if info.input_dtype == np.float16 else "all"
-
-
 def compiled_model(package: str | os.PathLike[str]) -> Path:
-    """The package compiled to ``.mlmodelc`` in the cache, compiling it on first use."""
+    """The package compiled to ``.mlmodelc`` in the cache, compiling it on first use.
+    Raises BackendError when Core ML cannot compile it."""
     ct = import_coremltools()
     digest = package_digest(package)
     target = cache_dir() / "compiled" / f"{digest[:32]}.mlmodelc"
     if not target.is_dir():
-        with atomic_directory(target) as temporary:
-            ct.models.utils.compile_model(str(package), str(temporary))
+        try:
+            with atomic_directory(target) as temporary:
+                ct.models.utils.compile_model(str(package), str(temporary))
+        except Exception as exc:  # RuntimeError from Core ML, Exception without it
+            raise BackendError(f"Core ML could not compile {package}: {exc}") from None
     return target
 
 
 def create_coreml_backend(package: str | os.PathLike[str], *,
-                          compute_units: str | None = None,
-                          runtime: str = "auto") -> CoreMLBackend:
+                          compute_units: str | None = None, runtime: str = "auto",
+                          notify: Notify | None = None) -> CoreMLBackend:
     """Load a package with Core ML.
 
-    ``runtime``: 'pyobjc', 'coremltools', or 'auto' (PyObjC where its Core ML bindings are
-    installed, else coremltools). Raises BackendError off macOS, for unknown compute units
-    or runtime, or a runtime that is missing; ModelError for a package that is not a
-    fixed-shape tensor ML Program.
+    ``compute_units``: 'auto' (None: measured once per model and machine, see
+    ``coreml_units``), 'ane', 'gpu', 'cpu' or 'all'. ``runtime``: 'pyobjc',
+    'coremltools', or 'auto' (PyObjC where its Core ML bindings are installed, else
+    coremltools). ``notify`` receives the one-line report of an 'auto' choice and the
+    warning when 'ane' was asked for and Core ML places nothing on the Neural Engine.
+    Raises BackendError off macOS, before macOS 13, for unknown compute units or runtime,
+    a runtime that is missing, or Core ML failing to compile, load or run the model;
+    ModelError for a package that is not a fixed-shape tensor ML Program.
     """
     if runtime not in RUNTIMES:
         raise BackendError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    units = compute_units or "auto"
+    if units not in UNIT_CHOICES:
+        raise BackendError(f"compute_units must be one of {', '.join(UNIT_CHOICES)}, got "
+                           f"{units!r}")
     if sys.platform != "darwin":
         raise BackendError("backend 'coreml' needs macOS (Core ML predicts only there); use "
                            "backend='mil' to run a .mlpackage elsewhere, or 'torch'")
+    macos.require(MINIMUM_MACOS, "Core ML with this project's packages (ML Programs)")
     info = read_package(package)
-    units = compute_units or default_compute_units(info)
-    if units not in COMPUTE_UNITS:
-        raise BackendError(f"compute_units must be one of {', '.join(COMPUTE_UNITS)}, got "
-                           f"{units!r}")
     compiled = compiled_model(package)
-    if runtime == "auto" and pyobjc_available():
+    say = notify or _warn
+    chosen_runtime = runtime
+    if runtime == "auto":
+        chosen_runtime = "pyobjc" if pyobjc_available() else "coremltools"
+    if units == "auto":
+        from .coreml_units import choose_compute_units
+
+        units = choose_compute_units(compiled, info, chosen_runtime, notify=say)
+    elif units == "ane":
+        warning = neural_engine_warning(compiled)
+        if warning:
+            say(warning)
+    if runtime == "auto" and chosen_runtime == "pyobjc":
         try:
-            return _backend(compiled, units, info, "pyobjc", probe=True)
+            return load_backend(compiled, units, info, "pyobjc", probe=True)
         except Exception as exc:  # whatever broke the optional runtime: say so, fall back
-            warnings.warn(f"Core ML through PyObjC failed ({exc}); using coremltools",
-                          RuntimeWarning, stacklevel=2)
-    return _backend(compiled, units, info,
-                    "coremltools" if runtime == "auto" else runtime)
+            say(f"Core ML through PyObjC failed ({exc}); using coremltools")
+            chosen_runtime = "coremltools"
+    return load_backend(compiled, units, info, chosen_runtime)
 
 
-def _backend(compiled: Path, units: str, info: PackageInfo, runtime: str, *,
-             probe: bool = False) -> CoreMLBackend:
+def load_backend(compiled: Path, units: str, info: PackageInfo, runtime: str, *,
+                 probe: bool = False) -> CoreMLBackend:
     """The backend on one runtime; ``probe`` runs one prediction first (a warm-up the
     first tile would pay anyway) so that a runtime failing on this model fails here."""
     if runtime == "pyobjc":
@@ -117,7 +144,7 @@ def _backend(compiled: Path, units: str, info: PackageInfo, runtime: str, *,
             compiled, units, input_name=info.input_name, output_name=info.output_name,
             output_shape=info.output_shape, output_dtype=info.output_dtype).predict
     else:
-        predict = _coremltools_predictor(compiled, units, info)
+        predict = coremltools_predictor(compiled, units, info)
     backend = CoreMLBackend(predict=predict, info=info, compute_units=units,
                             runtime=runtime)
     if probe:
@@ -125,41 +152,25 @@ def _backend(compiled: Path, units: str, info: PackageInfo, runtime: str, *,
     return backend
 
 
-def _coremltools_predictor(compiled: Path, units: str, info: PackageInfo
-                           ) -> Callable[[np.ndarray], np.ndarray]:
+def coremltools_predictor(compiled: Path, units: str, info: PackageInfo
+                          ) -> Callable[[np.ndarray], np.ndarray]:
     """coremltools' ``CompiledMLModel.predict`` (holds the GIL, copies float16 through
-    float32) as an array-to-array function."""
+    float32) as an array-to-array function; its RuntimeErrors become BackendErrors."""
     ct = import_coremltools()
-    model = ct.models.CompiledMLModel(str(compiled), compute_units=getattr(
-        ct.ComputeUnit, COMPUTE_UNITS[units]))
+    try:
+        model = ct.models.CompiledMLModel(str(compiled), compute_units=getattr(
+            ct.ComputeUnit, COMPUTE_UNITS[units]))
+    except Exception as exc:  # RuntimeError from Core ML, Exception without it
+        raise BackendError(f"Core ML could not load {compiled} on {units}: {exc}") from None
 
     def predict(feed: np.ndarray) -> np.ndarray:
-        return model.predict({info.input_name: feed})[info.output_name]
+        try:
+            return model.predict({info.input_name: feed})[info.output_name]
+        except RuntimeError as exc:
+            raise BackendError(f"Core ML prediction failed: {exc}") from None
 
     return predict
 
 
-def operation_devices(package: str | os.PathLike[str], compute_units: str = "ane"
-                      ) -> list[tuple[str, str]]:
-    """(operation type, preferred device) for every non-const operation of ``main``, from
-    Core ML's compute plan (macOS 14.4+)."""
-    if sys.platform != "darwin":
-        raise BackendError("device placement comes from Core ML's compute plan: needs macOS")
-    ct = import_coremltools()
-    from coremltools.models.compute_plan import MLComputePlan
-
-    plan = MLComputePlan.load_from_path(
-        path=str(compiled_model(package)),
-        compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[compute_units]))
-    program = plan.model_structure.program
-    if program is None:
-        raise BackendError(f"{package}: not an ML Program")
-    placements = []
-    for operation in program.functions["main"].block.operations:
-        if operation.operator_name == "const":
-            continue
-        usage = plan.get_compute_device_usage_for_mlprogram_operation(operation)
-        device = type(usage.preferred_compute_device).__name__ if usage else "unknown"
-        placements.append((operation.operator_name, device.removeprefix("ML")
-                           .removesuffix("ComputeDevice")))
-    return placements
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)

@@ -5,10 +5,13 @@
   value range, and clamping and rounding stay in the filter;
 - float16 program with float16 I/O (the only precision the Neural Engine runs), or float32
   for comparison and CPU/GPU;
-- SRVGGNetCompact's last convolution has its bias split off into a separate add before
-  the pixel shuffle: a convolution with bias feeding pixel_shuffle has computed wrong
-  results on the Neural Engine on some macOS versions, and the conv-bias fusion pass is
-  kept from folding it back.
+- SRVGGNetCompact's residual (a nearest-neighbour x``s`` upsample of the input, added at
+  output resolution) is moved in front of the pixel shuffle, see ``_CompactForExport``.
+  RRDBNet is exported as it is: its two x2 nearest upsamples are the factor the Neural
+  Engine is reported to run (hollance/neural-engine lists only factors above 2 as falling
+  off it), and its dense-block concatenations are along channels at one resolution;
+  whether Core ML places them on the Neural Engine is measured on the user's Mac (compute
+  units 'auto', ``vs-coreml-esrgan doctor``), not assumed here.
 """
 
 from __future__ import annotations
@@ -34,21 +37,33 @@ PRECISIONS = ("fp16", "fp32")
 
 
 class _CompactForExport(nn.Module):
-    """SRVGGNetCompact with the last convolution's bias as a separate add."""
+    """SRVGGNetCompact, same function, with no upsample and no add at output resolution.
+
+    ``pixel_shuffle(body(x), s) + upsample_nearest(x, s)`` equals
+    ``pixel_shuffle(body(x) + r(x), s)`` where ``r`` repeats each input channel ``s * s``
+    times (channel ``c * s * s + k`` of ``r(x)`` is channel ``c`` of ``x``): the shuffle
+    sends those ``s * s`` copies to the ``s x s`` output pixels the upsample would fill.
+    ``r`` is a 1x1 convolution with 0/1 weights, exact in float16. Why: an upsample by
+    more than 2 and a full-resolution add are the parts of this graph reported to fall off
+    the Neural Engine (hollance/neural-engine); a convolution and an add at the input
+    resolution are what it runs. (Earlier versions also split the last convolution's bias
+    off before the shuffle because of a report that a biased convolution feeding
+    pixel_shuffle computes wrong results there; no source for that report could be found,
+    and here an add stands between them anyway.)
+    """
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
-        layers = list(network.body)
-        self.features = nn.Sequential(*layers[:-1])
-        last: nn.Conv2d = layers[-1]
-        self.last_weight = nn.Parameter(last.weight.detach().clone(), requires_grad=False)
-        self.register_buffer("last_bias", last.bias.detach().clone().view(1, -1, 1, 1))
+        self.body = network.body
         self.scale = network.body_scale
+        channels = self.body[0].in_channels
+        repeat = torch.zeros(channels * self.scale ** 2, channels, 1, 1)
+        for c in range(channels):
+            repeat[c * self.scale ** 2:(c + 1) * self.scale ** 2, c] = 1.0
+        self.register_buffer("repeat", repeat)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        body = F.conv2d(self.features(x), self.last_weight, None, padding=1) + self.last_bias
-        out = F.pixel_shuffle(body, self.scale)
-        return out + F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        return F.pixel_shuffle(self.body(x) + F.conv2d(x, self.repeat), self.scale)
 
 
 def exportable(model: LoadedModel) -> nn.Module:
@@ -90,8 +105,6 @@ def convert_model(model: LoadedModel, output: str | os.PathLike[str], *,
         warnings.simplefilter("ignore", FutureWarning)  # trace is deprecated, still works
         traced = torch.jit.trace(network, example)
     dtype = np.float16 if precision == "fp16" else np.float32
-    pipeline = ct.PassPipeline.DEFAULT
-    pipeline.remove_passes(["common::fuse_conv_bias"])
     with contextlib.redirect_stderr(io.StringIO()):  # progress bars, untested-torch notes
         mlmodel = ct.convert(
             traced, convert_to="mlprogram",
@@ -100,7 +113,7 @@ def convert_model(model: LoadedModel, output: str | os.PathLike[str], *,
             compute_precision=(ct.precision.FLOAT16 if precision == "fp16"
                                else ct.precision.FLOAT32),
             minimum_deployment_target=ct.target.macOS13,
-            pass_pipeline=pipeline, skip_model_load=True)
+            skip_model_load=True)
     spec = model.spec
     metadata = {
         "arch": spec.arch, "scale": str(spec.scale), "tile": f"{width}x{height}",

@@ -1,0 +1,172 @@
+"""Test double of PyObjC's ``CoreML`` (see README.md beside this file for its sources)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+from Foundation import NSURL, NSDictionary, NSError, NSObject
+
+MLComputeUnitsCPUOnly = 0
+MLComputeUnitsCPUAndGPU = 1
+MLComputeUnitsAll = 2
+MLComputeUnitsCPUAndNeuralEngine = 3
+MLMultiArrayDataTypeDouble = 0x10000 | 64
+MLMultiArrayDataTypeFloat32 = 0x10000 | 32
+MLMultiArrayDataTypeFloat16 = 0x10000 | 16
+MLMultiArrayDataTypeInt32 = 0x20000 | 32
+_DTYPES = {MLMultiArrayDataTypeFloat16: np.float16, MLMultiArrayDataTypeFloat32: np.float32,
+           MLMultiArrayDataTypeDouble: np.float64}
+
+# What the doubles saw, for tests to check the runtime's conventions.
+received_dictionaries: list[type] = []
+wrapped_strides: list[tuple[int, ...]] = []
+wrapped_addresses: list[int] = []
+
+
+def _out_argument(error: Any) -> None:
+    if error is not None:  # PyObjC: an output argument is passed as None
+        raise TypeError("output argument 'error' must be None")
+
+
+def _units_listed(variable: str, units: int) -> bool:
+    return str(units) in os.environ.get(variable, "").split(",")
+
+
+class MLMultiArray(NSObject):
+    def initWithDataPointer_shape_dataType_strides_deallocator_error_(
+            self, pointer: Any, shape: Any, dataType: int, strides: Any, deallocator: Any,
+            error: Any) -> tuple[Any, Any]:
+        _out_argument(error)
+        if isinstance(pointer, str):  # PyObjC_PythonToCArray refuses text
+            raise TypeError("Expecting byte-buffer, got str")
+        view = memoryview(pointer)  # TypeError when it has no buffer, as PyObjC
+        if not view.c_contiguous:
+            raise BufferError("ndarray is not C-contiguous")
+        if deallocator is not None and not callable(deallocator):
+            raise TypeError("deallocator must be a block (callable) or None")
+        shape, strides = [int(v) for v in shape], [int(v) for v in strides]
+        if dataType not in _DTYPES:
+            return None, NSError(f"unsupported data type {dataType:#x}")
+        if len(shape) != len(strides) or min(shape) < 1 or min(strides) < 1:
+            return None, NSError(f"invalid shape {shape} / strides {strides}")
+        dtype = np.dtype(_DTYPES[dataType])
+        flat = np.frombuffer(view.cast("B"), np.uint8)
+        last = sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
+        if (last + 1) * dtype.itemsize > flat.size:
+            return None, NSError("strides reach beyond the data")
+        self._array = np.lib.stride_tricks.as_strided(
+            flat.view(dtype), shape, [s * dtype.itemsize for s in strides])
+        wrapped_strides.append(tuple(strides))
+        wrapped_addresses.append(flat.ctypes.data)
+        return self, None
+
+    @classmethod
+    def _owning(cls, array: np.ndarray) -> MLMultiArray:
+        made = cls.alloc()
+        made._array = array
+        return made
+
+    def shape(self) -> list[int]:
+        return list(self._array.shape)
+
+    def transferToMultiArray_(self, destination: MLMultiArray) -> None:
+        np.copyto(destination._array, self._array, casting="unsafe")
+
+
+class MLFeatureValue(NSObject):
+    @classmethod
+    def featureValueWithMultiArray_(cls, array: MLMultiArray) -> MLFeatureValue:
+        if not isinstance(array, MLMultiArray):
+            raise TypeError("expected an MLMultiArray")
+        value = cls.alloc()
+        value._array = array
+        return value
+
+    def multiArrayValue(self) -> MLMultiArray:
+        return self._array
+
+
+class MLDictionaryFeatureProvider(NSObject):
+    def initWithDictionary_error_(self, dictionary: Any, error: Any) -> tuple[Any, Any]:
+        _out_argument(error)
+        received_dictionaries.append(type(dictionary))
+        self._values = {key: dictionary.objectForKey_(key) for key in dictionary} \
+            if isinstance(dictionary, NSDictionary) else dict(dictionary)
+        if not all(isinstance(v, MLFeatureValue) for v in self._values.values()):
+            return None, NSError("values must be MLFeatureValue")
+        return self, None
+
+    def featureValueForName_(self, name: str) -> MLFeatureValue | None:
+        return self._values.get(str(name))
+
+
+class MLPredictionOptions(NSObject):
+    _backings: Any = None
+
+    def setOutputBackings_(self, backings: Any) -> None:
+        received_dictionaries.append(type(backings))
+        self._backings = backings
+
+    def outputBackings(self) -> Any:
+        return self._backings
+
+
+class MLModelConfiguration(NSObject):
+    _units = MLComputeUnitsAll
+
+    def setComputeUnits_(self, units: int) -> None:
+        if units not in (0, 1, 2, 3):
+            raise ValueError(f"depythonifying 'long', got {units!r}")
+        self._units = units
+
+    def computeUnits(self) -> int:
+        return self._units
+
+
+class MLModel(NSObject):
+    @classmethod
+    def modelWithContentsOfURL_configuration_error_(cls, url: NSURL, configuration: Any,
+                                                    error: Any) -> tuple[Any, Any]:
+        _out_argument(error)
+        from vs_coreml_esrgan.coreml.mil import MilProgram
+
+        units = configuration.computeUnits()
+        if _units_listed("FAKE_COREML_ABORT_UNITS", units):
+            os.abort()  # as an MPSGraph or ANE compiler abort ends the process
+        if _units_listed("FAKE_COREML_FAIL_UNITS", units):
+            return None, NSError("ANECCompile() FAILED")
+        if not os.path.isdir(url.path()):
+            return None, NSError(f"no model at {url.path()}")
+        model = cls.alloc()
+        model._program = MilProgram.load(url.path())
+        delays = dict(item.split("=") for item in
+                      os.environ.get("FAKE_COREML_DELAY_MS", "").split(",") if item)
+        model._delay = float(delays.get(str(units), 0)) / 1000
+        return model, None
+
+    def predictionFromFeatures_options_error_(self, provider: Any, options: Any,
+                                              error: Any) -> tuple[Any, Any]:
+        _out_argument(error)
+        info = self._program.info
+        value = provider.featureValueForName_(info.input_name)
+        if value is None:
+            return None, NSError(f"missing input {info.input_name}")
+        feed = np.array(value.multiArrayValue()._array)
+        if feed.shape != info.input_shape:
+            return None, NSError(f"input shape {feed.shape}, expected {info.input_shape}")
+        time.sleep(self._delay)
+        result = self._program(feed.astype(info.input_dtype))
+        backings = options.outputBackings() if options is not None else None
+        backing = backings.objectForKey_(info.output_name) if backings is not None else None
+        if backing is None or os.environ.get("FAKE_COREML_DECLINE_BACKING"):
+            produced = MLMultiArray._owning(result.astype(info.output_dtype))
+        else:
+            np.copyto(backing._array, result, casting="unsafe")
+            produced = backing
+        answer = MLDictionaryFeatureProvider.alloc()
+        answer._values = {info.output_name: MLFeatureValue.featureValueWithMultiArray_(
+            produced)}
+        return answer, None

@@ -1,0 +1,371 @@
+"""The macOS-only Core ML code, run here against test doubles of PyObjC and coremltools
+(tests/fakes/, built from those projects' metadata and sources, computing with the
+executor): runtimes, compute plans, compute units 'auto' with real child processes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import mmap
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import vapoursynth as vs
+from conftest import compact
+from vs_helpers import clip_from_arrays, frame_array, random_rgb
+
+from vs_coreml_esrgan import upscale
+from vs_coreml_esrgan.backends import BackendError, macos
+from vs_coreml_esrgan.backends import coreml_backend as backend_module
+from vs_coreml_esrgan.backends.coreml_plan import placement, share_of_cost
+from vs_coreml_esrgan.backends.coreml_pyobjc import element_strides
+from vs_coreml_esrgan.backends.coreml_units import (
+    Trial,
+    choose,
+    choose_compute_units,
+    python_executable,
+    trial_in_child,
+)
+from vs_coreml_esrgan.backends.mil_backend import create_mil_backend
+from vs_coreml_esrgan.checkpoint import load_model
+from vs_coreml_esrgan.coreml.convert import convert_model
+from vs_coreml_esrgan.coreml.package import read_package
+
+FAKES = Path(__file__).parent / "fakes"
+
+
+def _load_fake(name: str):
+    spec = importlib.util.spec_from_file_location(name, FAKES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def mac(monkeypatch, tmp_path):
+    """This process as a Mac with macOS 14.5 (``mac.version`` changes it), PyObjC's Core ML
+    bindings and coremltools' native parts replaced by the doubles, an empty cache."""
+    for name in ("objc", "Foundation", "CoreML"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    fakes = {name: _load_fake(name) for name in ("objc", "Foundation", "CoreML")}
+    doubles = _load_fake("coremltools_doubles")
+    import coremltools as ct
+    import coremltools.models.compute_plan as compute_plan
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    state = {"version": "14.5"}
+    monkeypatch.setattr(platform, "mac_ver", lambda: (state["version"], ("", "", ""), "arm64"))
+    monkeypatch.setattr(ct.models.utils, "compile_model", doubles.compile_model)
+    monkeypatch.setattr(ct.models, "CompiledMLModel", doubles.CompiledMLModel)
+    monkeypatch.setattr(doubles.CompiledMLModel, "failures", {})
+    monkeypatch.setattr(compute_plan, "MLComputePlan", doubles.MLComputePlan)
+    monkeypatch.setenv("VS_COREML_ESRGAN_CACHE", str(tmp_path / "cache"))
+    for variable in ("FAKE_COREML_ABORT_UNITS", "FAKE_COREML_FAIL_UNITS",
+                     "FAKE_COREML_DELAY_MS", "FAKE_COREML_DECLINE_BACKING"):
+        monkeypatch.delenv(variable, raising=False)
+
+    class Mac:
+        CoreML = fakes["CoreML"]
+        plan = doubles.MLComputePlan
+        compiled_model = doubles.CompiledMLModel
+
+        @staticmethod
+        def version(text: str) -> None:
+            state["version"] = text
+
+    return Mac
+
+
+@pytest.fixture
+def package(make_checkpoint, tmp_path):
+    def make(precision: str = "fp16", batch: int = 1, **spec) -> Path:
+        loaded = load_model(make_checkpoint(compact(**{"scale": 2, "num_conv": 2, **spec})))
+        return convert_model(loaded, tmp_path / f"m-{precision}-{batch}.mlpackage",
+                             tile=(16, 12), batch=batch, precision=precision)
+    return make
+
+
+def _tiles(info, seed=0):
+    return np.random.default_rng(seed).random(info.input_shape).astype(info.input_dtype)
+
+
+@pytest.mark.parametrize(("precision", "batch"), [("fp16", 1), ("fp32", 2)])
+def test_pyobjc_runtime_gives_the_programs_output(mac, package, precision, batch):
+    made = package(precision, batch)
+    info = read_package(made)
+    backend = backend_module.create_coreml_backend(made, compute_units="cpu",
+                                                   runtime="pyobjc")
+    assert backend.runtime == "pyobjc"
+    tiles = _tiles(info)
+    mac.CoreML.received_dictionaries.clear()
+    mac.CoreML.wrapped_addresses.clear()
+    got = backend(tiles)
+    np.testing.assert_array_equal(got, create_mil_backend(made)(tiles).astype(got.dtype))
+    assert got.dtype == info.output_dtype and got.shape == info.output_shape
+    # Real NSDictionaries for the feed and the backings, never Python dict proxies.
+    assert mac.CoreML.received_dictionaries == [sys.modules["Foundation"].NSDictionary] * 2
+    # Input and output buffers start on a page.
+    assert len(mac.CoreML.wrapped_addresses) == 2
+    assert all(address % mmap.PAGESIZE == 0 for address in mac.CoreML.wrapped_addresses)
+
+
+def test_strides_come_from_the_shape(mac, package):
+    """``tile[None]`` is C-contiguous with a 0 stride on its first axis; Core ML gets
+    the dense element strides all the same."""
+    assert element_strides((2, 3, 4, 5)) == [60, 20, 5, 1]
+    assert element_strides((1, 3, 12, 16)) == [576, 192, 16, 1]
+    made = package()
+    info = read_package(made)
+    one = _tiles(info)[0]
+    feed = one[None]
+    assert feed.strides[0] == 0 and feed.flags.c_contiguous
+    backend = backend_module.create_coreml_backend(made, compute_units="cpu",
+                                                   runtime="pyobjc")
+    mac.CoreML.wrapped_strides.clear()
+    got = backend(feed)
+    assert sorted(mac.CoreML.wrapped_strides) == sorted(
+        [tuple(element_strides(info.input_shape)), tuple(element_strides(info.output_shape))])
+    np.testing.assert_array_equal(got, create_mil_backend(made)(feed))
+
+
+def test_a_declined_output_backing_is_copied_on_macos_15(mac, package, monkeypatch):
+    made = package()
+    info = read_package(made)
+    monkeypatch.setenv("FAKE_COREML_DECLINE_BACKING", "1")
+    mac.version("15.1")
+    backend = backend_module.create_coreml_backend(made, compute_units="cpu",
+                                                   runtime="pyobjc")
+    np.testing.assert_array_equal(backend(_tiles(info)),
+                                  create_mil_backend(made)(_tiles(info)))
+    mac.version("14.6")
+    with pytest.raises(BackendError, match="before 15"):
+        backend(_tiles(info))
+    # runtime 'auto' notices at its warm-up prediction and falls back, saying why.
+    said = []
+    fallback = backend_module.create_coreml_backend(made, compute_units="cpu",
+                                                    notify=said.append)
+    assert fallback.runtime == "coremltools"
+    assert any("PyObjC failed" in line and "before 15" in line for line in said)
+    np.testing.assert_allclose(fallback(_tiles(info)), create_mil_backend(made)(
+        _tiles(info)).astype(np.float32), atol=1e-3)
+
+
+def test_core_ml_errors_become_backend_errors(mac, package, monkeypatch):
+    made = package()
+    info = read_package(made)
+    mac.compiled_model.failures = {"load:CPU_AND_GPU": "Error loading model: MPSGraph"}
+    with pytest.raises(BackendError, match=r"could not load .* on gpu: Error loading"):
+        backend_module.create_coreml_backend(made, compute_units="gpu",
+                                             runtime="coremltools")
+    mac.compiled_model.failures = {"predict:CPU_ONLY": "Error computing NN outputs"}
+    backend = backend_module.create_coreml_backend(made, compute_units="cpu",
+                                                   runtime="coremltools")
+    with pytest.raises(BackendError, match="prediction failed: Error computing NN"):
+        backend(_tiles(info))
+    monkeypatch.setenv("FAKE_COREML_FAIL_UNITS", "1")
+    with pytest.raises(BackendError, match=r"could not load .*ANECCompile"):
+        backend_module.create_coreml_backend(made, compute_units="gpu", runtime="pyobjc")
+    with pytest.raises(BackendError, match="compute_units must be one of auto, ane, gpu, "
+                                           "cpu, all, got 'npu'"):
+        backend_module.create_coreml_backend(made, compute_units="npu")
+    monkeypatch.setattr(backend_module, "import_coremltools", lambda: _Broken())
+    with pytest.raises(BackendError, match=r"could not compile .*no native library"):
+        backend_module.compiled_model(package(batch=3))
+
+
+class _Broken:
+    class models:
+        class utils:
+            @staticmethod
+            def compile_model(*_):
+                raise Exception("Unable to compile any Core ML models. no native library")
+
+
+def test_macos_before_13_is_refused_by_name(mac, package):
+    mac.version("12.7.4")
+    with pytest.raises(BackendError, match=r"needs macOS 13\.0 or later; this is macOS "
+                                           r"12\.7\.4"):
+        backend_module.create_coreml_backend(package(), compute_units="cpu")
+
+
+def test_cost_shares_are_weighted_by_estimated_cost():
+    # Three convs of weight 0.3 each on the Neural Engine, an add of 0.1 on the CPU.
+    shares = share_of_cost(["Neural Engine"] * 3 + ["CPU"], [0.3, 0.3, 0.3, 0.1])
+    assert shares.weighted
+    assert shares.share("Neural Engine") == pytest.approx(0.9)
+    assert shares.operations == {"Neural Engine": 3, "CPU": 1}
+    assert shares.describe() == "Neural Engine 90 %, CPU 10 %"
+    # An op without a device is 'unknown'; one without a cost weighs nothing.
+    mixed = share_of_cost(["GPU", "unknown", "CPU"], [0.5, 0.5, None])
+    assert mixed.shares == {"GPU": 0.5, "unknown": 0.5, "CPU": 0.0}
+    # No cost at all: counted by operation, and said so.
+    counted = share_of_cost(["GPU", "CPU", "CPU", "CPU"], [None] * 4)
+    assert not counted.weighted and counted.share("CPU") == 0.75
+    assert counted.describe().endswith("(by operation count: no cost estimates)")
+
+
+def test_compute_plan_placement(mac, package):
+    made = package()
+    compiled = backend_module.compiled_model(made)
+    ops = [op.operator_name for op in mac.plan.load_from_path(
+        str(compiled)).model_structure.program.functions["main"].block.operations
+        if op.operator_name != "const"]
+    convs = ops.count("conv")
+    expected = convs * 9 / (convs * 9 + len(ops) - convs)
+    ane = placement(compiled, "ane")
+    assert ane.share("Neural Engine") == pytest.approx(expected)
+    assert ane.share("CPU") == pytest.approx(1 - expected)
+    assert placement(compiled, "gpu").share("GPU") == pytest.approx(expected)
+    mac.plan.unplaced = ("add",)
+    assert placement(compiled, "cpu").share("unknown") > 0
+    mac.plan.unplaced = ()
+    mac.version("14.3")
+    with pytest.raises(BackendError, match=r"compute plan needs macOS 14\.4 or later; this "
+                                           r"is macOS 14\.3"):
+        placement(compiled, "ane")
+    mac.version("14.4")
+    with pytest.raises(BackendError, match=r"compute plan for .* failed"):
+        placement(compiled.parent / "missing.mlmodelc", "ane")
+
+
+def test_explicit_ane_warns_when_nothing_is_placed_on_the_neural_engine(mac, package):
+    made = package()
+    said = []
+    backend_module.create_coreml_backend(made, compute_units="ane", notify=said.append)
+    assert not any("plans none" in line for line in said)
+    mac.plan.no_neural_engine = True
+    try:
+        backend_module.create_coreml_backend(made, compute_units="ane", notify=said.append)
+    finally:
+        mac.plan.no_neural_engine = False
+    assert any("'ane' asked for the Neural Engine, but Core ML plans none of this model's "
+               "cost there (CPU 100 %)" in line for line in said)
+
+
+def _timings(ms: dict[str, float | str]):
+    calls = []
+
+    def run(units: str) -> Trial:
+        calls.append(units)
+        value = ms[units]
+        if isinstance(value, str):
+            return Trial(units, error=value)
+        return Trial(units, ms_per_tile=value, neural_engine_share=0.0)
+    return run, calls
+
+
+def test_choice_is_the_fastest_unit_that_ran():
+    run, calls = _timings({"ane": 88.0, "gpu": 31.0, "all": 35.0, "cpu": 10.0})
+    choice = choose(run, ("ane", "gpu", "all"))
+    assert choice.units == "gpu" and calls == ["ane", "gpu", "all"]  # no cpu trial
+    assert choice.message() == ("Core ML: gpu chosen, 31.0 ms/tile; ane 88.0 ms, 0 % of "
+                                "the cost on the Neural Engine; all 35.0 ms, 0 % of the "
+                                "cost on the Neural Engine")
+    run, _ = _timings({"ane": "crashed (SIGABRT)", "gpu": 31.0, "all": 12.0})
+    choice = choose(run, ("ane", "gpu", "all"))
+    assert choice.units == "all" and "ane failed (crashed (SIGABRT))" in choice.message()
+    run, calls = _timings({"ane": "x", "gpu": "y", "all": "z", "cpu": 50.0})
+    assert choose(run, ("ane", "gpu", "all")).units == "cpu" and calls[-1] == "cpu"
+    run, _ = _timings({"ane": "x", "gpu": "y", "all": "z", "cpu": "w"})
+    with pytest.raises(BackendError, match="any compute units: ane: x; gpu: y; all: z; "
+                                           "cpu: w"):
+        choose(run, ("ane", "gpu", "all"))
+
+
+def test_choice_is_saved_per_model_macos_and_chip(mac, package):
+    made = package()
+    info = read_package(made)
+    compiled = backend_module.compiled_model(made)
+    run, calls = _timings({"ane": 20.0, "gpu": 30.0, "all": 25.0})
+    said = []
+    assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
+                                run_trial=run) == "ane"
+    assert calls == ["ane", "gpu", "all"] and said[-1].startswith("Core ML: ane chosen")
+    again, calls_again = _timings({"ane": 99.0, "gpu": 1.0, "all": 1.0})
+    assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
+                                run_trial=again) == "ane"
+    assert calls_again == [] and "measured earlier" in said[-1]
+    mac.version("15.0")  # another macOS: measured anew
+    assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
+                                run_trial=again) == "gpu"
+    # A float32 package never tries the Neural Engine.
+    fp32 = package("fp32")
+    run32, calls32 = _timings({"gpu": 3.0, "all": 2.0})
+    assert choose_compute_units(backend_module.compiled_model(fp32), read_package(fp32),
+                                "pyobjc", notify=said.append, run_trial=run32) == "all"
+    assert calls32 == ["gpu", "all"]
+
+
+def _child_env(monkeypatch, **variables):
+    root = Path(__file__).parent.parent
+    monkeypatch.setenv("PYTHONPATH", f"{FAKES}:{root}")
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_trials_run_in_child_processes_and_survive_an_abort(mac, package, monkeypatch):
+    """Real children: 'gpu' (MLComputeUnits 1) aborts, 'ane' (3) is slow, 'all' (2) wins;
+    the user's process lives on and the backend runs on the chosen units."""
+    made = package()
+    info = read_package(made)
+    compiled = backend_module.compiled_model(made)
+    _child_env(monkeypatch, FAKE_COREML_ABORT_UNITS="1", FAKE_COREML_DELAY_MS="3=300")
+    crashed = trial_in_child(compiled, info, "pyobjc", "gpu")
+    assert crashed.error == "crashed (SIGABRT)"
+    said = []
+    backend = backend_module.create_coreml_backend(made, notify=said.append)
+    assert backend.compute_units == "all" and backend.runtime == "pyobjc"
+    assert "Core ML: all chosen" in said[-1] and "gpu failed (crashed (SIGABRT))" in said[-1]
+    saved = json.loads(next((Path(backend_module.cache_dir()) / "choices").iterdir())
+                       .read_text())
+    assert saved["units"] == "all"
+    ane = next(t for t in saved["trials"] if t["units"] == "ane")
+    assert ane["ms_per_tile"] >= 300
+    np.testing.assert_array_equal(backend(_tiles(info)), create_mil_backend(made)(
+        _tiles(info)))
+
+
+def test_a_child_that_fails_or_hangs_is_a_failed_trial(mac, package, monkeypatch):
+    made = package()
+    info = read_package(made)
+    compiled = backend_module.compiled_model(made)
+    _child_env(monkeypatch, FAKE_COREML_FAIL_UNITS="3")
+    failed = trial_in_child(compiled, info, "pyobjc", "ane")
+    assert failed.error.startswith("BackendError: Core ML could not load") and \
+        "ANECCompile() FAILED" in failed.error
+    _child_env(monkeypatch, FAKE_COREML_DELAY_MS="2=5000")
+    slow = trial_in_child(compiled, info, "pyobjc", "all", timeout=3)
+    assert slow.error == "no result within 3 s"
+
+
+def test_the_child_finds_this_python_even_under_vspipe(monkeypatch):
+    """Embedded in vspipe, sys.executable may be vspipe itself."""
+    monkeypatch.setattr(sys, "executable", "/usr/local/bin/vspipe")
+    found = python_executable()
+    assert Path(found).name.startswith("python")
+    version = subprocess.run([found, "-c", "import sys; print(sys.prefix)"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(version).resolve() == Path(sys.prefix).resolve()
+
+
+def test_the_filter_on_a_mac_chooses_units_and_matches_the_executor(mac, package,
+                                                                    monkeypatch, capfd):
+    made = package()
+    _child_env(monkeypatch, FAKE_COREML_DELAY_MS="1=300,2=300")
+    clip = clip_from_arrays(random_rgb(1, 20, 30, seed=5), vs.RGBS)
+    coreml = frame_array(upscale(clip, made, overlap=2).get_frame(0))
+    assert "Core ML: ane chosen" in capfd.readouterr().err
+    executor = frame_array(upscale(clip, made, overlap=2, backend="mil").get_frame(0))
+    np.testing.assert_array_equal(coreml, executor)
+
+
+def test_macos_facts_off_a_mac(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert macos.macos_version() is None and not macos.at_least((13, 0))
+    assert macos.version_text() == "not macOS"
+    assert macos.chip_name() == (platform.machine() or "unknown")

@@ -1,0 +1,52 @@
+"""The Mac we run on: macOS version and chip. Needs nothing but the standard library."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+
+from . import BackendError
+
+
+def macos_version() -> tuple[int, ...] | None:
+    """(major, minor[, patch]) of the running macOS; None on any other system."""
+    if sys.platform != "darwin":
+        return None
+    release = platform.mac_ver()[0]
+    try:
+        return tuple(int(part) for part in release.split("."))
+    except ValueError:
+        return None
+
+
+def version_text(version: tuple[int, ...] | None = None) -> str:
+    """'macOS 14.4.1', or 'not macOS'."""
+    version = macos_version() if version is None else version
+    return "macOS " + ".".join(map(str, version)) if version else "not macOS"
+
+
+def at_least(minimum: tuple[int, int]) -> bool:
+    """Whether this is macOS ``minimum`` or later (False off macOS)."""
+    version = macos_version()
+    return version is not None and version[:2] >= minimum
+
+
+def require(minimum: tuple[int, int], what: str) -> None:
+    """Raise BackendError naming ``what`` and the macOS it needs when this one is older."""
+    if not at_least(minimum):
+        raise BackendError(f"{what} needs macOS {minimum[0]}.{minimum[1]} or later; this is "
+                           f"{version_text()}")
+
+
+def chip_name() -> str:
+    """The processor as macOS names it ('Apple M2 Pro'); the machine type elsewhere."""
+    if sys.platform == "darwin":
+        try:
+            named = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
+                                   capture_output=True, text=True, timeout=5, check=True)
+            if named.stdout.strip():
+                return named.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.machine() or "unknown"
