@@ -369,3 +369,23 @@ def test_macos_facts_off_a_mac(monkeypatch):
     assert macos.macos_version() is None and not macos.at_least((13, 0))
     assert macos.version_text() == "not macOS"
     assert macos.chip_name() == (platform.machine() or "unknown")
+
+
+def test_doctor_on_a_mac_reports_plans_trials_and_the_choice(mac, make_checkpoint, tmp_path,
+                                                             monkeypatch, capsys):
+    from vs_coreml_esrgan.cli import main as cli
+
+    checkpoint = make_checkpoint(compact(scale=2, num_conv=2))
+    _child_env(monkeypatch, FAKE_COREML_ABORT_UNITS="1", FAKE_COREML_DELAY_MS="3=200")
+    assert cli(["doctor", str(checkpoint), "--size", "40x30"]) == 0
+    report = capsys.readouterr().out
+    assert "| system | macOS 14.5 |" in report
+    # The compute plan per setting, weighted by cost (conv on the Neural Engine for ane).
+    assert "| ane | Neural Engine " in report and "| cpu | CPU 100 % |" in report
+    # Trials per runtime and compute units: gpu crashed in its child; the report goes on.
+    assert "| Core ML pyobjc gpu | failed: crashed (SIGABRT) | |" in report
+    # Both runtimes are measured; in these children coremltools has no native library.
+    assert "| Core ML coremltools gpu | failed: BackendError: Core ML could not load" in report
+    assert "compute units 'auto' would choose: Core ML: all chosen" in report
+    assert "parity, Core ML (pyobjc, all): max abs error" in report and "(PASS" in report
+    assert "| torch MPS fp16 | failed: BackendError" in report  # no MPS on this machine

@@ -1,4 +1,5 @@
-"""The per-user cache of derived artefacts: converted packages and compiled models.
+"""The per-user cache of derived artefacts: converted packages, compiled models and the
+compute units measured for them.
 
 Entries are keyed by content hashes and created atomically: built under a temporary name
 in the same directory, then renamed into place, so a crashed or concurrent build never
@@ -56,7 +57,7 @@ def entries() -> list[tuple[Path, int]]:
     """(path, size in bytes) of every cache entry."""
     root = cache_dir()
     found = []
-    for group in ("packages", "compiled"):
+    for group in ("packages", "compiled", "choices"):
         directory = root / group
         if directory.is_dir():
             for entry in sorted(directory.iterdir()):

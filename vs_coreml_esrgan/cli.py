@@ -128,6 +128,14 @@ def _placement_text(args: argparse.Namespace) -> str:
         return f"not available: {exc}"
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    print("running the checks (a minute or more) ...", file=sys.stderr, flush=True)
+    print(run_doctor(args.model, args.size).text())
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .cache import entries
     from .catalogue import KNOWN_MODELS, available_models, user_model_dir
@@ -249,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--print", action="store_true", help="show the .vpy and the pipeline "
                      "instead of running them")
     job.set_defaults(func=cmd_upscale)
+
+    doctor = commands.add_parser("doctor", help="what this machine does with a model: "
+                                 "versions, parity, compute plan, speed (markdown)")
+    doctor.add_argument("model", nargs="?", default="realesr-animevideov3",
+                        help="model name or file (default realesr-animevideov3)")
+    doctor.add_argument("--size", type=_tile, default=(1280, 720),
+                        help="frame size WxH (default 1280x720)")
+    doctor.set_defaults(func=cmd_doctor)
 
     models = commands.add_parser("models", help="model names and where they come from")
     models.set_defaults(func=cmd_models)
