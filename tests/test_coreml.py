@@ -3,6 +3,7 @@ portable executor against PyTorch, the filter with .mlpackage models, and the ca
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -263,16 +264,34 @@ def test_coreml_backend_off_macos_says_so(make_checkpoint, tmp_path):
         upscale(clip, package, backend="coreml")
 
 
+_COMPARE_IN_A_CHILD = """
+import sys
+import numpy as np
+import vapoursynth as vs
+from vs_helpers import clip_from_arrays, frame_array, random_rgb
+from vs_coreml_esrgan import upscale
+package, units = sys.argv[1], sys.argv[2]
+clip = clip_from_arrays(random_rgb(1, 40, 60, seed=8), vs.RGBS)
+coreml = frame_array(upscale(clip, package, overlap=4, backend="coreml",
+                             compute_units=units).get_frame(0))
+executor = frame_array(upscale(clip, package, overlap=4, backend="mil").get_frame(0))
+print(10 * np.log10(1 / np.mean((coreml - executor) ** 2)))
+"""
+
+
 @needs_macos
 @pytest.mark.parametrize("units", ["ane", "gpu", "cpu", "all"])
 def test_coreml_backend_matches_the_executor(make_checkpoint, tmp_path, units):
+    """Each setting in a child process: an abort in Core ML or Metal (MPSGraph) fails this
+    one case instead of ending the whole run."""
     checkpoint = make_checkpoint(compact(scale=2, num_conv=3))
     package = convert_model(load_model(checkpoint), tmp_path / "m.mlpackage", tile=(32, 24))
-    clip = clip_from_arrays(random_rgb(1, 40, 60, seed=8), vs.RGBS)
-    coreml = frame_array(upscale(clip, package, overlap=4, backend="coreml",
-                                 compute_units=units).get_frame(0))
-    executor = frame_array(upscale(clip, package, overlap=4, backend="mil").get_frame(0))
-    assert 10 * np.log10(1 / np.mean((coreml - executor) ** 2)) >= 45
+    done = subprocess.run([sys.executable, "-c", _COMPARE_IN_A_CHILD, str(package), units],
+                          capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).parent)
+    assert done.returncode == 0, (f"compute units {units}: exit status {done.returncode} "
+                                  f"(negative: killed by a signal)\n{done.stderr[-3000:]}")
+    assert float(done.stdout.strip().splitlines()[-1]) >= 45
 
 
 def test_coreml_runtime_is_checked(make_checkpoint, tmp_path):
@@ -303,6 +322,7 @@ def test_pyobjc_runtime_without_its_bindings_says_what_to_install(tmp_path):
 def test_both_core_ml_runtimes_match_the_executor(make_checkpoint, tmp_path, precision):
     """PyObjC (buffers wrapped, output backings) and coremltools give the same tiles,
     within float16 of the executor, batches and the input dtype included."""
+    from vs_coreml_esrgan.backends import BackendError
     from vs_coreml_esrgan.backends.coreml_backend import create_coreml_backend
     from vs_coreml_esrgan.backends.coreml_pyobjc import pyobjc_available
     from vs_coreml_esrgan.backends.mil_backend import create_mil_backend
@@ -319,11 +339,19 @@ def test_both_core_ml_runtimes_match_the_executor(make_checkpoint, tmp_path, pre
     for runtime in ("pyobjc", "coremltools"):
         backend = create_coreml_backend(package, compute_units="cpu", runtime=runtime)
         assert backend.runtime == runtime
-        results[runtime] = backend(tiles).astype(np.float32)
+        try:
+            results[runtime] = backend(tiles).astype(np.float32)
+        except BackendError as exc:  # documented: Core ML may decline the output backing
+            assert runtime == "pyobjc" and "did not write into the output buffer" in str(exc)
+            continue
         assert results[runtime].shape == (2, 3, 32, 48)
         assert 10 * np.log10(1 / np.mean((results[runtime] - expected) ** 2)) >= 45
-    np.testing.assert_allclose(results["pyobjc"], results["coremltools"], atol=1e-3)
-    assert create_coreml_backend(package).runtime == "pyobjc"  # the default where installed
+    if "pyobjc" in results:
+        np.testing.assert_allclose(results["pyobjc"], results["coremltools"], atol=1e-3)
+    said = []
+    default = create_coreml_backend(package, compute_units="cpu", notify=said.append)
+    # The default where installed, unless its warm-up failed, which it then says.
+    assert default.runtime == "pyobjc" or any("PyObjC failed" in line for line in said)
 
 
 @needs_macos
@@ -342,10 +370,26 @@ def test_verify_and_inspect_with_core_ml(make_checkpoint, tmp_path, capsys):
     checkpoint = make_checkpoint(compact(scale=2, num_conv=3))
     package = tmp_path / "m.mlpackage"
     assert cli(["convert", str(checkpoint), "-o", str(package), "--tile", "32"]) == 0
-    assert cli(["verify", str(package), "--against", str(checkpoint)]) == 0
-    assert "(fp16, coreml via pyobjc)" in capsys.readouterr().out
+    assert cli(["verify", str(package), "--against", str(checkpoint), "--compute-units",
+                "cpu"]) == 0
+    assert re.search(r"\(fp16, coreml via (pyobjc|coremltools)\)", capsys.readouterr().out)
     assert cli(["verify", str(package), "--against", str(checkpoint), "--runtime",
                 "coremltools"]) == 0
     assert "(fp16, coreml via coremltools)" in capsys.readouterr().out
     assert cli(["inspect", str(package)]) == 0
     assert "device placement (ane):" in capsys.readouterr().out
+
+
+@needs_macos
+def test_compute_units_auto_on_this_mac(make_checkpoint, tmp_path, cache):
+    """Whatever this Mac is, 'auto' picks a setting that ran, says so, and reuses it."""
+    from vs_coreml_esrgan.backends.coreml_backend import create_coreml_backend
+
+    package = convert_model(load_model(make_checkpoint(compact(scale=2, num_conv=3))),
+                            tmp_path / "m.mlpackage", tile=(32, 24))
+    said = []
+    backend = create_coreml_backend(package, notify=said.append)
+    assert backend.compute_units in ("ane", "gpu", "all", "cpu")
+    assert said[-1].startswith(f"Core ML: {backend.compute_units} chosen")
+    again = create_coreml_backend(package, notify=said.append)
+    assert again.compute_units == backend.compute_units and "measured earlier" in said[-1]

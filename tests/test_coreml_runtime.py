@@ -36,6 +36,8 @@ from vs_coreml_esrgan.coreml.convert import convert_model
 from vs_coreml_esrgan.coreml.package import read_package
 
 FAKES = Path(__file__).parent / "fakes"
+pytestmark = pytest.mark.skipif(sys.platform == "darwin", reason="runs the macOS code "
+                                "against doubles; on a Mac test_coreml.py runs it for real")
 
 
 def _load_fake(name: str):
@@ -389,3 +391,43 @@ def test_doctor_on_a_mac_reports_plans_trials_and_the_choice(mac, make_checkpoin
     assert "compute units 'auto' would choose: Core ML: all chosen" in report
     assert "parity, Core ML (pyobjc, all): max abs error" in report and "(PASS" in report
     assert "| torch MPS fp16 | failed: BackendError" in report  # no MPS on this machine
+
+
+def test_trial_entry_point_in_process(mac, package, capsys):
+    """What each child runs: timings, the compute plan, non-finite output refused."""
+    from vs_coreml_esrgan.backends import coreml_trial
+    from vs_coreml_esrgan.backends.coreml_units import trial_request
+
+    made = package()
+    info = read_package(made)
+    compiled = backend_module.compiled_model(made)
+    request = trial_request(compiled, info, "pyobjc", "ane")
+    assert coreml_trial.main([json.dumps(request)]) == 0
+    result = Trial(**json.loads(capsys.readouterr().out))
+    assert result.ran and result.units == "ane" and result.ms_per_tile > 0
+    assert result.neural_engine_share > 0.5 and result.placement.startswith("Neural Engine")
+    mac.version("14.2")  # no compute plan before 14.4: the trial still runs
+    assert coreml_trial.main([json.dumps(request)]) == 0
+    assert Trial(**json.loads(capsys.readouterr().out)).neural_engine_share is None
+    mac.version("14.5")
+    mac.plan.unplaced = ("conv",)
+    broken = dict(request, compiled=str(compiled.parent / "gone.mlmodelc"))
+    assert coreml_trial.main([json.dumps(broken)]) == 1
+    assert "BackendError: Core ML could not load" in capsys.readouterr().err
+    mac.plan.unplaced = ()
+
+
+def test_a_setting_that_computes_nan_is_not_chosen(mac, make_checkpoint, tmp_path, capsys):
+    import torch
+
+    from vs_coreml_esrgan.backends import coreml_trial
+    from vs_coreml_esrgan.backends.coreml_units import trial_request
+
+    loaded = load_model(make_checkpoint(compact(scale=2, num_conv=2)))
+    with torch.no_grad():
+        loaded.network.body[0].bias.fill_(float("inf"))  # as an fp16 overflow would
+    made = convert_model(loaded, tmp_path / "inf.mlpackage", tile=(16, 12))
+    compiled = backend_module.compiled_model(made)
+    request = trial_request(compiled, read_package(made), "pyobjc", "gpu")
+    assert coreml_trial.main([json.dumps(request)]) == 1
+    assert "non-finite output on compute units gpu" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..coreml.package import PackageInfo
-from . import macos
+from . import BackendError, macos
 from .coreml_backend import load_backend
 from .coreml_plan import PLAN_MACOS, placement
 
@@ -47,9 +47,13 @@ def measure(request: dict) -> dict:
     result = {"units": units,
               "ms_per_tile": statistics.median(seconds) * 1000 / info.batch}
     if macos.at_least(PLAN_MACOS):
-        planned = placement(request["compiled"], units)
-        result["placement"] = planned.describe()
-        result["neural_engine_share"] = planned.share("Neural Engine")
+        try:  # the plan informs; a setting that runs is not disqualified by it
+            planned = placement(request["compiled"], units)
+        except BackendError as exc:
+            result["placement"] = f"not available: {exc}"
+        else:
+            result["placement"] = planned.describe()
+            result["neural_engine_share"] = planned.share("Neural Engine")
     return result
 
 
