@@ -431,3 +431,30 @@ def test_a_setting_that_computes_nan_is_not_chosen(mac, make_checkpoint, tmp_pat
     request = trial_request(compiled, read_package(made), "pyobjc", "gpu")
     assert coreml_trial.main([json.dumps(request)]) == 1
     assert "non-finite output on compute units gpu" in capsys.readouterr().err
+
+
+def test_inspect_shows_the_cost_weighted_plan(mac, package, capsys):
+    from vs_coreml_esrgan.cli import main as cli
+
+    made = package()
+    assert cli(["inspect", str(made)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "device placement" in x)
+    assert line.startswith("  device placement (ane): Neural Engine ")
+    assert line.endswith(" of the estimated cost")
+    mac.version("14.1")
+    assert cli(["inspect", str(made), "--compute-units", "gpu"]) == 0
+    assert ("device placement (gpu): not available: Core ML's compute plan needs macOS "
+            "14.4 or later; this is macOS 14.1") in capsys.readouterr().out
+
+
+def test_coremltools_pin():
+    """compile_model takes a path string from 8.2 on (TypeError before); compute_plan
+    appeared in 8.1 (coremltools' own sources at tags 8.0-8.2)."""
+    import tomllib
+    from importlib.metadata import version
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    coreml = project["project"]["optional-dependencies"]["coreml"]
+    assert "coremltools>=8.2" in coreml
+    installed = tuple(int(part) for part in version("coremltools").split(".")[:2])
+    assert installed >= (8, 2)
