@@ -77,7 +77,8 @@ def run_doctor(model: str = DEFAULT_MODEL, size: tuple[int, int] = DEFAULT_SIZE)
     from .coreml.tile_rule import coreml_tile_size
     from .tiling import plan_tiles
 
-    tile = step(report, lambda: coreml_tile_size(size[0], size[1], OVERLAP, loaded.spec))
+    tile = step(report, lambda: coreml_tile_size(size[0], size[1], OVERLAP,
+                                                     loaded.network, loaded.spec))
     if isinstance(tile, Failure):
         lines.append(f"- tile: {tile}")
         return report

@@ -155,7 +155,8 @@ def _convert_for(clip: vs.VideoNode, path: str | os.PathLike[str], *,
         raise ValueError(f"precision must be one of auto, fp32, fp16, got {precision!r}")
     loaded = load_model(path)
     if tile is None:
-        tile_size = coreml_tile_size(clip.width, clip.height, overlap, loaded.spec)
+        tile_size = coreml_tile_size(clip.width, clip.height, overlap, loaded.network,
+                                     loaded.spec)
     else:
         tile_size = _tile_size(tile, clip.width, clip.height, overlap, loaded.spec.multiple_of)
     return cached_package(loaded, tile=tile_size, batch=batch,

@@ -7,13 +7,17 @@ more than the best multiple of 16, and no tile whose largest intermediate tensor
 Neural Engine compiler is reported to reject (coremltools#2247, executorch#8439): at a
 512 tile its last convolutions hold 64 x 2048 x 2048 values, 512 MiB; the bound gives
 352. The compact network's widest tensor is 64 channels at the input size, so it keeps the
-engine's usual 512. Whether a size runs on the Neural Engine is still measured on the
+engine's usual 512. The widest tensor is measured by running the network once on a small
+input, so the rule holds for any architecture. Whether a size runs on the Neural Engine is still measured on the
 user's Mac (compute units 'auto'), not assumed.
 """
 
 from __future__ import annotations
 
 import math
+
+import torch
+from torch import nn
 
 from .. import tiling
 from ..network_spec import NetworkSpec
@@ -24,30 +28,43 @@ WASTE_ALLOWANCE = 1.05
 ACTIVATION_BUDGET = 256 * 2**20  # bytes of the largest float16 tensor of one tile
 
 
-def activation_bytes_per_pixel(spec: NetworkSpec) -> int:
-    """float16 bytes of the network's widest tensor per input pixel: channels times the
-    area factor of the resolution it lives at."""
-    if spec.arch == "srvgg":
-        body_scale = spec.bicubic_from or spec.scale
-        channels = max(spec.num_feat, spec.num_out_ch * body_scale ** 2)
-        return 2 * max(channels, spec.num_out_ch * spec.scale ** 2)
-    # RRDBNet (and, conservatively, anything else): num_feat channels at output size.
-    return 2 * spec.num_feat * spec.scale ** 2
+def activation_bytes_per_pixel(network: nn.Module, spec: NetworkSpec) -> int:
+    """float16 bytes of the network's largest intermediate tensor per input pixel,
+    measured by running it once on a small input (a convolutional network's tensors grow
+    in proportion to the input's area, so any size gives the same ratio)."""
+    side = math.lcm(MULTIPLE, spec.multiple_of)
+    while side < 32:
+        side *= 2
+    largest = 0
+
+    def record(_module: nn.Module, _inputs: object, output: object) -> None:
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel())
+
+    hooks = [module.register_forward_hook(record) for module in network.modules()]
+    try:
+        with torch.inference_mode():
+            network.float()(torch.zeros(1, spec.num_in_ch, side, side))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return 2 * -(-largest // (side * side))
 
 
-def largest_tile_side(spec: NetworkSpec) -> int:
+def largest_tile_side(network: nn.Module, spec: NetworkSpec) -> int:
     """The largest square tile side within the activation budget, a multiple of 16,
     at most the engine's default maximum."""
-    side = math.isqrt(ACTIVATION_BUDGET // activation_bytes_per_pixel(spec))
+    side = math.isqrt(ACTIVATION_BUDGET // activation_bytes_per_pixel(network, spec))
     side = min(side, tiling.DEFAULT_MAX_TILE)
     multiple = math.lcm(MULTIPLE, spec.multiple_of)
     return max(side - side % multiple, multiple)
 
 
-def coreml_tile_size(width: int, height: int, overlap: int, spec: NetworkSpec
-                     ) -> tuple[int, int]:
+def coreml_tile_size(width: int, height: int, overlap: int, network: nn.Module,
+                     spec: NetworkSpec) -> tuple[int, int]:
     """(width, height) of the tile to convert for a ``width`` x ``height`` clip."""
-    side = largest_tile_side(spec)
+    side = largest_tile_side(network, spec)
     small = math.lcm(MULTIPLE, spec.multiple_of)
     best = tiling.choose_tile_size(width, height, overlap, multiple_of=small, max_tile=side)
     large = math.lcm(PREFERRED_MULTIPLE, spec.multiple_of)
