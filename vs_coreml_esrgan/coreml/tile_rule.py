@@ -8,8 +8,8 @@ Neural Engine compiler is reported to reject (coremltools#2247, executorch#8439)
 512 tile its last convolutions hold 64 x 2048 x 2048 values, 512 MiB; the bound gives
 352. The compact network's widest tensor is 64 channels at the input size, so it keeps the
 engine's usual 512. The widest tensor is measured by running the network once on a small
-input, so the rule holds for any architecture. Whether a size runs on the Neural Engine is still measured on the
-user's Mac (compute units 'auto'), not assumed.
+input, so the rule holds for any architecture. Whether a size runs on the Neural Engine
+is still measured on the user's Mac (compute units 'auto'), not assumed.
 """
 
 from __future__ import annotations
