@@ -53,8 +53,9 @@ def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
     or 'mil' a checkpoint is converted on first use into the user cache.
     ``device``: a torch device ('cpu', 'cuda', 'mps'); ``precision``: 'auto', 'fp32' or
     'fp16' ('auto': fp16 for Core ML, CUDA and MPS, fp32 on the CPU); ``batch``: tiles per
-    backend call (None: 1, or a package's own); ``compute_units``: for coreml, 'ane'
-    (CPU and Neural Engine, the default for fp16), 'gpu', 'cpu' or 'all'.
+    backend call (None: 1, or a package's own); ``compute_units``: for coreml, 'auto'
+    (None: the fastest of the Neural Engine, the GPU and both, measured once per model and
+    Mac in child processes and remembered), 'ane', 'gpu', 'cpu' or 'all'.
     Raises vapoursynth.Error, prefixed 'upscale: ', for any bad argument.
     """
     try:
