@@ -96,8 +96,9 @@ def test_bad_arguments_give_clean_errors(tmp_path, make_checkpoint, call, messag
 def test_introspection():
     plugin = vs.core.coreml_esrgan
     assert plugin.Upscale.signature.startswith(
-        "clip:vnode;model:data:opt;tile:int[]:opt;overlap:int:opt;backend:data:opt;"
-        "device:data:opt;precision:data:opt;batch:int:opt;")
+        # numbers as data: checked by the Python side, not truncated by VapourSynth's int()
+        "clip:vnode;model:data:opt;tile:data[]:opt;overlap:data:opt;backend:data:opt;"
+        "device:data:opt;precision:data:opt;batch:data:opt;")
     entry = next(p for p in vs.core.plugins() if p.namespace == "coreml_esrgan")
     assert entry.identifier == "io.github.vs-coreml-esrgan"
     major, minor = (int(v) for v in vs_coreml_esrgan.__version__.split(".")[:2])
