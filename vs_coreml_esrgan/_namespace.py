@@ -87,6 +87,12 @@ class _Implementation:
             given = {k: v for k, v in options.items() if v is not None}
             return upscale_named(_NAME, clip, _path(model), **given)
         except _ArgumentError as exc:
-            return f"{_NAME}: {exc}"
+            return _printable(f"{_NAME}: {exc}")
         except vs.Error as exc:
-            return str(exc)
+            return _printable(str(exc))
+
+
+def _printable(message: str) -> str:
+    """The plugin hands the message to C as UTF-8: file names that are not (decoded with
+    surrogate escapes) are shown escaped."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
