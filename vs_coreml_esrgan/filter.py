@@ -25,6 +25,7 @@ from .network_spec import ModelError
 
 BACKENDS = ("auto", "torch", "coreml", "mil")
 _NAME = "upscale"
+_SMALLER = "use a smaller tile or batch (tile=None picks one of at most 512)"
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
     tile_size = _tile_size(tile, clip.width, clip.height, overlap, spec.multiple_of)
     plan = tiling.plan_tiles(clip.width, clip.height, tile_size, overlap, spec.scale)
     batch = min(batch, plan.num_tiles)  # more would only repeat the last tile
-    check_fits(tile_size, batch, activation_values(spec))
+    check_fits(tile_size, batch, activation_values(spec), hint=_SMALLER)
     runner = create_torch_backend(loaded.network, spec.scale, device=device,
                                   precision=precision)
     return _Setup(backend=runner, plan=plan, batch=batch)
@@ -184,7 +185,7 @@ def _convert_for(clip: vs.VideoNode, path: str | os.PathLike[str], *,
     tile_size = _tile_size(tile, clip.width, clip.height, overlap, loaded.spec.multiple_of)
     plan = tiling.plan_tiles(clip.width, clip.height, tile_size, overlap, loaded.spec.scale)
     batch = min(batch, plan.num_tiles)  # more would only repeat the last tile
-    check_fits(tile_size, batch, activation_values(loaded.spec))
+    check_fits(tile_size, batch, activation_values(loaded.spec), hint=_SMALLER)
     return cached_package(loaded, tile=tile_size, batch=batch,
                           precision="fp32" if precision == "fp32" else "fp16",
                           notify=lambda message: print(f"vs_coreml_esrgan: {message}",
@@ -206,7 +207,8 @@ def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen
     if batch is not None and batch != info.batch:
         raise ValueError(f"batch {batch} disagrees with the package's compiled batch "
                          f"{info.batch}; omit batch= or convert again with --batch")
-    check_fits(info.tile, info.batch, package_activation_values(info))
+    check_fits(info.tile, info.batch, package_activation_values(info),
+               hint="convert the model again with a smaller --tile or --batch")
     if chosen == "coreml":
         from .backends.coreml_backend import create_coreml_backend
         from .coreml.package import check_weights

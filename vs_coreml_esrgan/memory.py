@@ -54,15 +54,16 @@ def physical_memory() -> int | None:
         return None
 
 
-def check_fits(tile: tuple[int, int], batch: int, values_per_pixel: int) -> None:
-    """Raise ValueError when a tile x batch would need more than the machine's memory."""
+def check_fits(tile: tuple[int, int], batch: int, values_per_pixel: int, *,
+               hint: str = "use a smaller tile or batch") -> None:
+    """Raise ValueError, ending in ``hint``, when a tile x batch would need more than the
+    machine's memory."""
     needed = estimate_bytes(tile, batch, values_per_pixel)
     available = physical_memory()
     if available is not None and needed > available:
         raise ValueError(
             f"tile {tile[0]}x{tile[1]} with batch {batch} needs about {_size(needed)} for "
-            f"the network, more than this machine's {_size(available)} of memory; use a "
-            "smaller tile or batch (tile=None picks one of at most 512)")
+            f"the network, more than this machine's {_size(available)} of memory; {hint}")
 
 
 def _size(count: int) -> str:
