@@ -59,8 +59,8 @@ def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
     ``device``: a torch device ('cpu', 'cuda', 'mps'); ``precision``: 'auto', 'fp32' or
     'fp16' ('auto': fp16 for Core ML, CUDA and MPS, fp32 on the CPU); ``batch``: tiles per
     backend call (None: 1, or a package's own; at most a frame's tile count is used);
-    ``compute_units``: for coreml, 'ane'
-    (CPU and Neural Engine, the default for fp16), 'gpu', 'cpu' or 'all'.
+    ``compute_units``: for coreml, 'ane' (CPU and Neural Engine, the default for fp16),
+    'gpu', 'cpu' or 'all'.
     Raises vapoursynth.Error, prefixed 'upscale: ', for any bad argument, and while a
     frame is computed for a frame whose colour properties cannot be followed, a frame
     holding NaN or infinity, and a network output that is not finite (never a black or
@@ -278,15 +278,15 @@ def _upscale_rgb(rgb: vs.VideoNode, setup: _Setup, name: str) -> vs.VideoNode:
 
     def upscale_frame(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         try:
-            return _render(n, f[0], f[1], setup)
+            return _render(f[0], f[1], setup)
         except Exception as exc:  # VapourSynth shows it with a traceback; name the filter
             raise vs.Error(f"{name}: frame {n}: {exc}") from None
 
     return vs.core.std.ModifyFrame(blank, clips=[rgb, blank], selector=upscale_frame)
 
 
-def _render(n: int, source: vs.VideoFrame, target: vs.VideoFrame, setup: _Setup
-            ) -> vs.VideoFrame:
+def _render(source: vs.VideoFrame, target: vs.VideoFrame, setup: _Setup) -> vs.VideoFrame:
+    """One upscaled frame; ValueError for non-finite samples in or out (never written)."""
     image = frames.read_planes(source)
     if source.format.sample_type == vs.FLOAT:
         bad = frames.count_non_finite(image)
@@ -297,10 +297,11 @@ def _render(n: int, source: vs.VideoFrame, target: vs.VideoFrame, setup: _Setup
                                   dtype=setup.backend.input_dtype)
     bad = frames.count_non_finite(result)
     if bad:
+        cause = ("it overflows float16 (try precision='fp32')"
+                 if setup.backend.input_dtype == np.float16
+                 else "its weights are damaged or far too large for float32")
         raise ValueError(f"the network computed {bad} NaN or infinite values of "
-                         f"{result.size}: its weights are damaged, or it overflows in "
-                         f"{np.dtype(setup.backend.input_dtype).name} (try "
-                         "precision='fp32')")
+                         f"{result.size}: {cause}")
     out = target.copy()
     frames.write_planes(result, out)
     props = out.props

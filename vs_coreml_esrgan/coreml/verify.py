@@ -68,6 +68,9 @@ def compare(run: Callable[[np.ndarray], np.ndarray], network: nn.Module, info: P
             raise ModelError(f"{info.path.name} computes {_describe(ours.shape)} but the "
                              f"checkpoint {_describe(reference.shape)} from the same tiles: "
                              "they are different models")
+        if not np.isfinite(reference).all():
+            raise ModelError("the checkpoint itself computes NaN or infinite values on "
+                             "random tiles in float32: its weights are far too large")
         finite = np.isfinite(ours)
         non_finite += int(ours.size - np.count_nonzero(finite))
         ours = np.where(finite, ours, 0.0)
