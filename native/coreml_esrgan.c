@@ -190,8 +190,11 @@ VS_EXTERNAL_API(void) VapourSynthPluginInit2(VSPlugin *plugin, const VSPLUGINAPI
                          VS_MAKE_VERSION(PLUGIN_VERSION_MAJOR, PLUGIN_VERSION_MINOR),
                          VAPOURSYNTH_API_VERSION, 0, plugin);
     vspapi->registerFunction(FILTER,
-                             "clip:vnode;model:data:opt;tile:int[]:opt;overlap:int:opt;"
-                             "backend:data:opt;device:data:opt;precision:data:opt;batch:int:opt;"
+                             /* Numbers are declared data: VapourSynth's Python layer
+                              * would int() them (4.5 -> 4, True -> 1, 'abc' -> a raw
+                              * ValueError); as text the Python side checks them. */
+                             "clip:vnode;model:data:opt;tile:data[]:opt;overlap:data:opt;"
+                             "backend:data:opt;device:data:opt;precision:data:opt;batch:data:opt;"
                              "compute_units:data:opt;",
                              "clip:vnode;", upscaleCreate, NULL, plugin);
     vspapi->registerFunction("RegisterImplementation", "impl:func;", "", registerImplementationCreate,

@@ -165,3 +165,45 @@ def test_tensor_that_does_not_fit(make_checkpoint, tmp_path):
 def test_detection_needs_only_shapes():
     shapes = {k: tuple(v.shape) for k, v in random_network(rrdb(scale=2)).state_dict().items()}
     assert detect_spec(shapes) == rrdb(scale=2)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_non_finite_weights_are_refused_naming_file_and_tensor(tmp_path, bad, suffix):
+    state = random_network(compact(scale=2)).state_dict()
+    state["body.2.weight"][0, 1, 2, 0] = bad
+    path = tmp_path / f"diverged{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, path)
+    else:
+        torch.save({"params": state}, path)
+    with pytest.raises(ModelError, match=rf"diverged\{suffix}: the weights are not finite: "
+                                         r"body\.2\.weight \((1 NaN, 0|0 NaN, 1) infinite"):
+        load_model(path)
+
+
+def test_a_directory_is_called_a_directory(tmp_path):
+    (tmp_path / "weights.pth").mkdir()
+    for reader in (load_model, read_state_dict):
+        with pytest.raises(ModelError, match=r"weights\.pth is a directory, not a model file: "
+                                             r"expected a checkpoint \(\.pth"):
+            reader(tmp_path / "weights.pth")
+
+
+def test_text_and_ncnn_bin_say_what_was_expected(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("hello, not weights\n")
+    with pytest.raises(ModelError, match=r"notes\.pth: not a readable PyTorch checkpoint: it "
+                                         r"starts with text 'hello, not weigh'.*expected a "
+                                         r"checkpoint \(\.pth, \.pt, \.safetensors\)"):
+        load_model(text)
+    weights = tmp_path / "net.bin"
+    weights.write_bytes(bytes(range(64)))
+    with pytest.raises(ModelError, match=r"net\.bin: .*weights half of an ncnn model: pass "
+                                         r"the \.param file"):
+        load_model(weights)
+    (tmp_path / "net.param").write_text("7767517\n")
+    with pytest.raises(ModelError, match=r"pass net\.param instead"):
+        load_model(weights)

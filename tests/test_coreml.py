@@ -393,3 +393,144 @@ def test_compute_units_auto_on_this_mac(make_checkpoint, tmp_path, cache):
     assert said[-1].startswith(f"Core ML: {backend.compute_units} chosen")
     again = create_coreml_backend(package, notify=said.append)
     assert again.compute_units == backend.compute_units and "measured earlier" in said[-1]
+
+
+@pytest.fixture(scope="module")
+def small_package(tmp_path_factory):
+    """A converted compact x2 package and its checkpoint, shared by the damage tests."""
+    directory = tmp_path_factory.mktemp("small")
+    checkpoint = directory / "small.pth"
+    torch.save({"params": random_network(compact(scale=2, num_conv=2)).state_dict()},
+               checkpoint)
+    package = convert_model(load_model(checkpoint), directory / "small.mlpackage",
+                            tile=(16, 16), precision="fp32")
+    return package, checkpoint
+
+
+def _weights(package: Path) -> Path:
+    return package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("headers", r"weight file Data/com\.apple\.CoreML/weights/weight\.bin is damaged"),
+    ("truncated", r"weight file Data/com\.apple\.CoreML/weights/weight\.bin is damaged"),
+    ("missing", r"stored in Data/com\.apple\.CoreML/weights/weight\.bin, which is missing"),
+])
+def test_damaged_package_is_named_by_every_entry_point(small_package, tmp_path, capsys,
+                                                       damage, message):
+    import shutil
+
+    package = tmp_path / "copy.mlpackage"
+    shutil.copytree(small_package[0], package)
+    weights = _weights(package)
+    data = weights.read_bytes()
+    if damage == "headers":  # every blob's metadata (sentinel, type, size) overwritten
+        weights.write_bytes(data[:64] + bytes(len(data) - 64))
+    elif damage == "truncated":
+        weights.write_bytes(data[:len(data) // 2])
+    else:
+        weights.unlink()
+    clip = vs.core.std.BlankClip(format=vs.RGB24, width=16, height=16)
+    with pytest.raises(vs.Error, match=r"^upscale: .*copy\.mlpackage: .*" + message):
+        upscale(clip, package, backend="mil")
+    with pytest.raises(vs.Error, match=r"^Upscale: .*copy\.mlpackage: .*" + message):
+        vs.core.coreml_esrgan.Upscale(clip, model=str(package), backend="mil")
+    for command in (["verify", str(package), "--against", str(small_package[1])],
+                    ["inspect", str(package)]):
+        assert cli(command) == 2, command
+        assert re.search(message + r".*convert the model again", capsys.readouterr().err)
+
+
+def test_verify_says_the_scales_differ(small_package, make_checkpoint, capsys):
+    other = make_checkpoint(compact(scale=4, num_conv=2))
+    assert cli(["verify", str(small_package[0]), "--against", str(other)]) == 2
+    assert re.search(r"small\.mlpackage upscales x2 but model\.pth is SRVGGNetCompact x4 .*: "
+                     r"the scales differ", capsys.readouterr().err)
+
+
+def test_verify_reports_non_finite_output(tmp_path, capsys):
+    """Finite weights whose activations overflow float16: the program computes infinities
+    that the float32 checkpoint does not. 'max abs error 0' was printed for them."""
+    checkpoint = tmp_path / "loud.pth"
+    torch.save({"params": random_network(compact(scale=2, num_conv=3), std=5.0).state_dict()},
+               checkpoint)
+    package = convert_model(load_model(checkpoint), tmp_path / "loud.mlpackage",
+                            tile=(16, 16), precision="fp16")
+    assert cli(["verify", str(package), "--against", str(checkpoint)]) == 1
+    out = capsys.readouterr().out
+    assert re.match(r"FAIL: loud\.mlpackage \(fp16, mil\) computed \d+ NaN or infinite values "
+                    r"on 2 random tiles where loud\.pth computes finite ones", out), out
+    clip = clip_from_arrays(random_rgb(1, 16, 16), vs.RGBS)
+    with pytest.raises(vs.Error, match=r"upscale: frame 0: the network computed \d+ NaN or "
+                                       r"infinite values .* \(try precision='fp32'\)"):
+        upscale(clip, package, backend="mil").get_frame(0)
+
+
+def test_package_with_infinite_weights_is_refused(small_package, tmp_path):
+    loaded = load_model(small_package[1])
+    with torch.no_grad():
+        next(loaded.network.parameters())[0, 0, 0, 0] = float("inf")
+    package = convert_model(loaded, tmp_path / "inf.mlpackage", tile=(16, 16),
+                            precision="fp32")
+    with pytest.raises(vs.Error, match=r"upscale: .*inf\.mlpackage: the weights are not "
+                                       r"finite: .* holds 1 NaN or infinite values"):
+        upscale(vs.core.std.BlankClip(format=vs.RGB24, width=16, height=16), package,
+                backend="mil")
+    assert cli(["inspect", str(package)]) == 2
+
+
+def test_convert_refuses_nan_weights_and_impossible_tiles(small_package, tmp_path, capsys):
+    state = torch.load(small_package[1])["params"]
+    state["body.0.weight"][0, 0, 0, 0] = float("nan")
+    nan = tmp_path / "nan.pth"
+    torch.save({"params": state}, nan)
+    output = tmp_path / "out.mlpackage"
+    assert cli(["convert", str(nan), "-o", str(output), "--tile", "32"]) == 2
+    assert "nan.pth: the weights are not finite: body.0.weight (1 NaN" in \
+        capsys.readouterr().err
+    assert cli(["convert", str(small_package[1]), "-o", str(output), "--tile", "1"]) == 2
+    assert "--tile 1x1 is too small: tiles of at least 16 pixels" in capsys.readouterr().err
+    assert cli(["convert", str(small_package[1]), "-o", str(output), "--tile", "100000"]) == 2
+    assert re.search(r"tile 100000x100000 with batch 1 needs about .* [GT]iB for the network, "
+                     r"more than this machine's", capsys.readouterr().err)
+    assert not output.exists()
+
+
+def test_models_lists_what_it_can(tmp_path, monkeypatch, make_checkpoint, capsys):
+    directory = tmp_path / "models"
+    directory.mkdir()
+    monkeypatch.setenv("VS_COREML_ESRGAN_MODELS", str(directory))
+    good = make_checkpoint(compact(scale=3))
+    (directory / "good.pth").write_bytes(good.read_bytes())
+    (directory / "aaa-notes.pth").write_text("not weights")
+    (directory / "broken.param").write_text("7767517\n")
+    assert cli(["models"]) == 0
+    captured = capsys.readouterr()
+    lines = {line.split()[0]: line for line in captured.out.splitlines() if line}
+    assert lines["good"].split()[1:3] == ["x3", "srvgg"]
+    assert lines["aaa-notes"].split()[1:3] == ["?", "unreadable"]
+    assert lines["broken"].split()[1:3] == ["?", "unreadable"]
+    assert re.search(r"warning: .*aaa-notes\.pth: not a readable PyTorch checkpoint",
+                     captured.err)
+    assert "broken.param" in captured.err
+
+
+def test_cache_clear_deletes_only_what_it_made(make_checkpoint, cache, capsys):
+    checkpoint = make_checkpoint(compact(scale=2, num_conv=1))
+    upscale(vs.core.std.BlankClip(format=vs.RGBS, width=16, height=16), checkpoint,
+            backend="mil")
+    ours = next((cache / "packages").iterdir())
+    theirs = [cache / "packages" / "holiday-photos" / "beach.jpg",
+              cache / "packages" / "notes.txt", cache / "compiled" / "thesis" / "draft.tex",
+              cache / "packages" / ("0" * 32) / "budget.xlsx"]  # our name, not our content
+    for path in theirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("keep me")
+    stale = cache / "packages" / f".{'a' * 32}.x1y2z3"  # an interrupted build of ours
+    stale.mkdir()
+    assert cli(["cache", "--clear"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("removed 1 entries")
+    assert "left alone: 4 entries that vs-coreml-esrgan did not make" in captured.err
+    assert not ours.exists() and not stale.exists()
+    assert all(path.read_text() == "keep me" for path in theirs)

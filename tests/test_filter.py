@@ -219,3 +219,69 @@ def test_unsupported_clips(model):
         upscale(deep, model)
     with pytest.raises(vs.Error, match=r"upscale: expected a video clip .* got AudioNode"):
         upscale(core.std.BlankAudio(), model)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"batch": True}, r"batch must be a positive int, got True"),
+    ({"overlap": True}, r"overlap must be a non-negative int, got True"),
+    ({"overlap": 4.5}, r"overlap must be a non-negative int, got 4.5"),
+    ({"tile": (True, 64)}, r"tile must be a positive int or \[width, height\], got \(True"),
+    ({"overlap": 300}, r"overlap 300 needs tiles of at least 601 pixels, more than the "
+                       r"automatic tile size's limit of 512; pass tile="),
+    ({"tile": 10 ** 6}, r"tile 1000000x1000000 with batch 1 needs about .* TiB for the "
+                        r"network, more than this machine's .* of memory; use a smaller"),
+])
+def test_arguments_that_used_to_fail_per_frame(model, kwargs, message):
+    clip = core.std.BlankClip(format=vs.RGB24, width=6000, height=4000)
+    with pytest.raises(vs.Error, match=r"^upscale: " + message):
+        upscale(clip, model, **kwargs)
+
+
+def test_batch_larger_than_the_frame_runs_its_tiles_once(model):
+    """batch=10**9 asked numpy for terabytes per frame; only the frame's tiles are run."""
+    frames = random_rgb(1, 24, 40, seed=12)
+    clip = clip_from_arrays(frames, vs.RGBS)
+    got = frame_array(upscale(clip, model, tile=16, overlap=6, batch=10 ** 9).get_frame(0))
+    np.testing.assert_allclose(got, _reference(frames)[0], atol=1e-5)
+
+
+def test_non_finite_network_output_is_an_error_naming_the_frame(tmp_path):
+    """Finite but huge weights overflow float32: an error, never a black or NaN frame."""
+    network = random_network(SPEC, std=1e15)
+    path = tmp_path / "overflowing.pth"
+    torch.save({"params": network.state_dict()}, path)
+    clip = clip_from_arrays(random_rgb(2, 12, 16, seed=1), vs.RGB24)
+    out = upscale(clip, path)
+    for n in (0, 1):
+        with pytest.raises(vs.Error, match=rf"upscale: frame {n}: the network computed \d+ "
+                                           r"NaN or infinite values of 2304: its weights are "
+                                           r"damaged or far too large for float32"):
+            out.get_frame(n)
+
+
+def test_non_finite_input_samples_are_an_error_naming_the_frame(model):
+    frames = random_rgb(2, 12, 16, seed=2)
+    frames[1][2, 3, 4] = np.nan
+    frames[1][0, 0, 0] = np.inf
+    out = upscale(clip_from_arrays(frames, vs.RGBS), model)
+    assert np.isfinite(frame_array(out.get_frame(0))).all()
+    with pytest.raises(vs.Error, match=r"upscale: frame 1: the clip's frame holds 2 NaN or "
+                                       r"infinite samples; replace them"):
+        out.get_frame(1)
+
+
+def test_filter_instances_on_one_model_do_not_leak(model):
+    """TorchScript keeps every trace forever in its global compilation unit (about 30 MB
+    of RSS per instance of a 64-feature network, measured): instances on the same weights
+    must share one, so that unit stops growing after the first."""
+    clip = clip_from_arrays(random_rgb(1, 20, 24), vs.RGB24)
+
+    def traced_functions() -> int:
+        return len(torch.jit._state._python_cu.get_functions())
+
+    first = frame_array(upscale(clip, model, tile=16, overlap=4).get_frame(0))
+    before = traced_functions()
+    for _ in range(3):
+        again = frame_array(upscale(clip, model, tile=16, overlap=4).get_frame(0))
+        np.testing.assert_array_equal(again, first)
+    assert traced_functions() == before

@@ -96,8 +96,9 @@ def test_bad_arguments_give_clean_errors(tmp_path, make_checkpoint, call, messag
 def test_introspection():
     plugin = vs.core.coreml_esrgan
     assert plugin.Upscale.signature.startswith(
-        "clip:vnode;model:data:opt;tile:int[]:opt;overlap:int:opt;backend:data:opt;"
-        "device:data:opt;precision:data:opt;batch:int:opt;")
+        # numbers as data: checked by the Python side, not truncated by VapourSynth's int()
+        "clip:vnode;model:data:opt;tile:data[]:opt;overlap:data:opt;backend:data:opt;"
+        "device:data:opt;precision:data:opt;batch:data:opt;")
     entry = next(p for p in vs.core.plugins() if p.namespace == "coreml_esrgan")
     assert entry.identifier == "io.github.vs-coreml-esrgan"
     major, minor = (int(v) for v in vs_coreml_esrgan.__version__.split(".")[:2])
@@ -121,3 +122,54 @@ def test_several_cores_and_lifetimes(make_checkpoint):
         "multi_core_script.py")), str(model), str(library)], capture_output=True, timeout=300)
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode().split() == ["ok", "0"]
+
+
+def test_hostile_arguments_through_vspipe(tmp_path, make_checkpoint):
+    """One vspipe run: every call must raise vapoursynth.Error with a clean 'Upscale: '
+    message (VapourSynth itself used to int() 4.5 and True, and raise a raw ValueError for
+    'abc'); a non-UTF-8 file name is a path; frame errors carry the prefix too."""
+    model = make_checkpoint(compact(scale=2, num_conv=1))
+    odd_name = os.fsencode(tmp_path) + b"/caf\xe9.pth"  # Latin-1, not UTF-8
+    Path(os.fsdecode(odd_name)).write_bytes(model.read_bytes())
+    result = _run_vpy(tmp_path, f"""
+        import sys
+        clip = core.std.BlankClip(format=vs.YUV420P8, width=64, height=48, length=2)
+        model = {str(model)!r}
+        calls = [dict(overlap=4.5), dict(overlap=True), dict(batch=True), dict(tile='abc'),
+                 dict(tile=[64, 'x']), dict(tile=2**40), dict(backend=b'\\xff'),
+                 dict(model=b'/no/such/\\xff.pth')]
+        for call in calls:
+            kwargs = dict(model=model) | call
+            try:
+                core.coreml_esrgan.Upscale(clip, **kwargs)
+                print('ACCEPTED', call, file=sys.stderr)
+            except vs.Error as exc:
+                print('ERROR', str(exc).splitlines()[-1], file=sys.stderr)
+        good = core.coreml_esrgan.Upscale(clip, model={odd_name!r})
+        print('ODD NAME', good.width, good.height, file=sys.stderr)
+        changed = core.std.Splice([clip[0], core.std.SetFrameProps(clip[1], _Matrix=10)])
+        out = core.coreml_esrgan.Upscale(changed, model=model)
+        try:
+            out.get_frame(1)
+        except vs.Error as exc:
+            print('FRAME', str(exc).strip().splitlines()[-1], file=sys.stderr)
+        good.set_output()
+        """, "-e", "0")
+    lines = result.stderr.decode(errors="replace").splitlines()
+    assert result.returncode == 0, "\n".join(lines)
+    errors = [line for line in lines if line.startswith(("ERROR", "ACCEPTED"))]
+    assert errors == [
+        "ERROR Upscale: overlap must be a non-negative int, got '4.5'",
+        "ERROR Upscale: overlap must be a non-negative int, got 'True'",
+        "ERROR Upscale: batch must be a positive int, got 'True'",
+        "ERROR Upscale: tile must be a positive int or [width, height], got 'abc'",
+        "ERROR Upscale: tile must be a positive int or [width, height], got 'x'",
+        errors[5],
+        "ERROR Upscale: backend must be UTF-8 text, got bytes b'\\xff'",
+        "ERROR Upscale: model file '/no/such/\\udcff.pth' does not exist",
+    ]
+    assert errors[5].startswith("ERROR Upscale: tile 1099511627776x1099511627776 with batch 1 "
+                                "needs about")
+    assert "ODD NAME 128 96" in lines
+    assert ("FRAME vapoursynth.Error: Upscale: frame 1: _Matrix 10 (BT.2020 constant "
+            "luminance) needs the transfer characteristics") in "\n".join(lines)

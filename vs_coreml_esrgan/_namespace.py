@@ -6,9 +6,15 @@ hands a fresh :class:`_Implementation` to the plugin for that one call.
 
 from __future__ import annotations
 
+import os
+import re
+
 import vapoursynth as vs
 
 _NAME = "Upscale"
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+Text = str | bytes
 
 
 def provide() -> None:
@@ -16,8 +22,42 @@ def provide() -> None:
     vs.core.coreml_esrgan.RegisterImplementation(impl=_Implementation())
 
 
-def _text(value: str | bytes | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
+class _ArgumentError(ValueError):
+    """An argument VapourSynth passed on that is not what Upscale takes."""
+
+
+def _text(name: str, value: Text | None) -> str | None:
+    if not isinstance(value, bytes):
+        return value
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise _ArgumentError(f"{name} must be UTF-8 text, got bytes {value[:40]!r}") from None
+
+
+def _path(value: Text | None) -> str | None:
+    """A model name or path: bytes that are not UTF-8 are a file name in the file system's
+    own encoding (Linux allows any bytes but / and NUL)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _integer(name: str, value: Text | int, wanted: str) -> int:
+    """The numbers arrive as text (see the plugin's signature); only whole numbers pass."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    if not _INTEGER.fullmatch(text.strip()):
+        raise _ArgumentError(f"{name} must be {wanted}, got {text!r}")
+    return int(text)
+
+
+def _tile(value: list[Text] | Text | None) -> int | list[int] | None:
+    if value is None:
+        return None
+    wanted = "a positive int or [width, height]"
+    if isinstance(value, list):
+        return [_integer("tile", v, wanted) for v in value]
+    return _integer("tile", value, wanted)
 
 
 class _Implementation:
@@ -27,22 +67,32 @@ class _Implementation:
     wrap a raised exception in a traceback, the plugin turns a string into a clean error.
     """
 
-    def __call__(self, clip: vs.VideoNode, model: str | bytes | None = None,
-                 tile: list[int] | int | None = None, overlap: int | None = None,
-                 backend: str | bytes | None = None, device: str | bytes | None = None,
-                 precision: str | bytes | None = None, batch: int | None = None,
-                 compute_units: str | bytes | None = None) -> vs.VideoNode | str:
-        from .filter import upscale
+    def __call__(self, clip: vs.VideoNode, model: Text | None = None,
+                 tile: list[Text] | Text | None = None, overlap: Text | None = None,
+                 backend: Text | None = None, device: Text | None = None,
+                 precision: Text | None = None, batch: Text | None = None,
+                 compute_units: Text | None = None) -> vs.VideoNode | str:
+        from .filter import upscale_named
 
-        options: dict[str, object] = {
-            # VapourSynth hands over a one-element array as a plain int.
-            "tile": tile[0] if isinstance(tile, list) and len(tile) == 1 else tile,
-            "device": _text(device),
-            "overlap": overlap, "backend": _text(backend), "precision": _text(precision),
-            "batch": batch, "compute_units": _text(compute_units),
-        }
-        given = {k: v for k, v in options.items() if v is not None}
         try:
-            return upscale(clip, _text(model), **given)
+            options: dict[str, object] = {
+                "tile": _tile(tile),
+                "overlap": None if overlap is None else _integer(
+                    "overlap", overlap, "a non-negative int"),
+                "batch": None if batch is None else _integer("batch", batch, "a positive int"),
+                "backend": _text("backend", backend), "device": _text("device", device),
+                "precision": _text("precision", precision),
+                "compute_units": _text("compute_units", compute_units),
+            }
+            given = {k: v for k, v in options.items() if v is not None}
+            return upscale_named(_NAME, clip, _path(model), **given)
+        except _ArgumentError as exc:
+            return _printable(f"{_NAME}: {exc}")
         except vs.Error as exc:
-            return f"{_NAME}: {str(exc).removeprefix('upscale: ')}"
+            return _printable(str(exc))
+
+
+def _printable(message: str) -> str:
+    """The plugin hands the message to C as UTF-8: file names that are not (decoded with
+    surrogate escapes) are shown escaped."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -53,28 +54,67 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         shutil.rmtree(holder, ignore_errors=True)
 
 
-def entries() -> list[tuple[Path, int]]:
-    """(path, size in bytes) of every cache entry."""
+# What this project puts in the cache (see coreml/cached.py, backends/coreml_backend.py and
+# backends/coreml_units.py): packages/<key>/ holding model.mlpackage and sha256,
+# compiled/<key>.mlmodelc, and while one is built a temporary .<name>.<random>/ beside it;
+# choices/<key>-<runtime>-<macOS>-<chip>.json files (written through .<name>.<pid>).
+# Nothing else is ours to delete.
+_OURS = {
+    "packages": re.compile(r"[0-9a-f]{32}|\.[0-9a-f]{32}\..+"),
+    "compiled": re.compile(r"[0-9a-f]{32}\.mlmodelc|\.[0-9a-f]{32}\.mlmodelc\..+"),
+    "choices": re.compile(r"\.?[0-9a-f]{32}-[a-z]+-[A-Za-z0-9.-]+\.json(\.\d+)?"),
+}
+_FILE_GROUPS = {"choices"}
+_PACKAGE_FILES = {"model.mlpackage", "sha256"}
+
+
+def _is_ours(group: str, entry: Path) -> bool:
+    kind_ok = entry.is_file() if group in _FILE_GROUPS else entry.is_dir()
+    if not kind_ok or entry.is_symlink() or not _OURS[group].fullmatch(entry.name):
+        return False
+    if group == "packages" and not entry.name.startswith("."):
+        return {child.name for child in entry.iterdir()} <= _PACKAGE_FILES
+    return True
+
+
+def _scan() -> tuple[list[Path], list[Path]]:
+    """(ours, others) under the cache's ``packages/``, ``compiled/`` and ``choices/``."""
+    ours, others = [], []
     root = cache_dir()
-    found = []
-    for group in ("packages", "compiled", "choices"):
+    for group in _OURS:
         directory = root / group
         if directory.is_dir():
             for entry in sorted(directory.iterdir()):
-                if not entry.name.startswith("."):
-                    size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) \
-                        if entry.is_dir() else entry.stat().st_size
-                    found.append((entry, size))
+                (ours if _is_ours(group, entry) else others).append(entry)
+    return ours, others
+
+
+def entries() -> list[tuple[Path, int]]:
+    """(path, size in bytes) of every cache entry this project made (temporaries of an
+    interrupted build excluded)."""
+    found = []
+    for entry in _scan()[0]:
+        if not entry.name.startswith("."):
+            size = entry.stat().st_size if entry.is_file() else sum(
+                f.stat().st_size for f in entry.rglob("*") if f.is_file())
+            found.append((entry, size))
     return found
 
 
+def foreign_entries() -> list[Path]:
+    """Files and directories in the cache's groups that this project did not make: never
+    deleted (the cache directory may be set to one that holds other things)."""
+    return _scan()[1]
+
+
 def clear() -> int:
-    """Remove every cache entry; returns how many were removed."""
+    """Remove every entry this project made, and temporaries left by interrupted builds;
+    returns how many entries were removed. Anything else is left alone."""
     removed = 0
-    for entry, _ in entries():
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
+    for entry in _scan()[0]:
+        if entry.is_file():
             entry.unlink(missing_ok=True)
-        removed += 1
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+        removed += not entry.name.startswith(".")
     return removed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,9 @@ from .network_spec import Activation, ModelError, NetworkSpec, detect_spec, rena
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+_EXPECTED = ("a checkpoint (.pth, .pt, .safetensors), an ncnn .param with its .bin beside it, "
+             "or a converted .mlpackage")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     and ``.safetensors``. Raises ModelError naming the file for anything else.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"{path} is a directory, not a model file: expected {_EXPECTED}")
     if not path.is_file():
         raise ModelError(f"model file {str(path)!r} does not exist")
     raw = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
@@ -63,6 +69,8 @@ def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = No
     architecture, or when its tensors do not fit the detected network.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"{path} is a directory, not a model file: expected {_EXPECTED}")
     if path.suffix == ".param":
         spec, state = _read_ncnn(path)
     else:
@@ -72,6 +80,7 @@ def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = No
                                act_type=act_type)
         except ModelError as exc:
             raise ModelError(f"{path}: {exc}") from None
+    check_finite(state, path)
     from .networks import build_network
 
     network = build_network(spec)
@@ -82,6 +91,26 @@ def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = No
         raise ModelError(f"{path}: tensors do not fit {spec.describe()}: {detail}") from None
     network.requires_grad_(False)
     return LoadedModel(spec=spec, network=network, path=path)
+
+
+def check_finite(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
+    """Raise ModelError naming the file and its tensors that hold NaN or infinity.
+
+    Such weights run without complaint and give black or NaN frames, so they are refused
+    wherever a model is loaded (the filter, conversion, verification).
+    """
+    import torch
+
+    bad = []
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+            bad.append(f"{key} ({nan} NaN, {inf} infinite of {tensor.numel()})")
+    if bad:
+        more = f" and {len(bad) - 3} more tensors" if len(bad) > 3 else ""
+        raise ModelError(f"{path}: the weights are not finite: {', '.join(bad[:3])}{more}; "
+                         "the file is damaged or comes from a diverged training run: use "
+                         "another checkpoint")
 
 
 def model_sha256(path: str | os.PathLike[str]) -> str:
@@ -121,6 +150,7 @@ def _read_ncnn(path: Path) -> tuple[NetworkSpec, dict[str, torch.Tensor]]:
 def _read_torch(path: Path) -> object:
     import torch
 
+    _check_torch_header(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -130,6 +160,33 @@ def _read_torch(path: Path) -> object:
     except Exception as exc:  # the unpickler fails in many ways on damaged input
         raise ModelError(f"{path}: not a readable PyTorch checkpoint "
                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _check_torch_header(path: Path) -> None:
+    """ModelError unless the file starts as torch.save writes: a zip archive (PyTorch 1.6
+    and later) or a pickle (the legacy format, protocol 2 or later)."""
+    with open(path, "rb") as stream:
+        head = stream.read(16)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return
+    if path.suffix == ".bin":
+        param = path.with_suffix(".param")
+        hint = (f"pass {param.name} instead (the .bin stays beside it)" if param.is_file()
+                else "pass the .param file that belongs to it, with the .bin beside it")
+        raise ModelError(f"{path}: not a PyTorch checkpoint; a .bin that is not one is the "
+                         f"weights half of an ncnn model: {hint}")
+    raise ModelError(f"{path}: not a readable PyTorch checkpoint: it starts with "
+                     f"{_describe_start(head)}, not the zip archive or pickle torch.save "
+                     f"writes; expected {_EXPECTED}")
+
+
+def _describe_start(head: bytes) -> str:
+    if not head:
+        return "nothing (the file is empty)"
+    text = head.decode("utf-8", errors="replace")
+    if text.isprintable() or all(c.isprintable() or c.isspace() for c in text):
+        return f"text {text.strip()[:16]!r}"
+    return f"bytes {head[:8].hex(' ')}"
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ from .backends.coreml_plan import COMPUTE_UNITS
 from .network_spec import ModelError
 
 PROG = "vs-coreml-esrgan"
+MIN_CONVERT_TILE = 16
 
 
 class UsageError(Exception):
@@ -43,8 +44,16 @@ def _resolve(model: str) -> Path:
 def cmd_convert(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .coreml.convert import convert_model
+    from .memory import activation_values, check_fits
 
+    if args.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {args.batch}")
+    if min(args.tile) < MIN_CONVERT_TILE:
+        raise UsageError(f"--tile {args.tile[0]}x{args.tile[1]} is too small: tiles of at least "
+                         f"{MIN_CONVERT_TILE} pixels (more than 2 x overlap + 1, 33 for the "
+                         "default overlap of 16) leave room for the network's context")
     loaded = load_model(_resolve(args.model))
+    check_fits(args.tile, args.batch, activation_values(loaded.spec))
     output = Path(args.output)
     print(f"converting {loaded.spec.describe()} to {output} (tile {args.tile[0]}x"
           f"{args.tile[1]}, batch {args.batch}, {args.precision}) ...", file=sys.stderr)
@@ -71,9 +80,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .coreml.package import read_package
     from .coreml.verify import compare
 
+    if args.rounds < 1:
+        raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
     info = read_package(args.package)
     source = Path(args.against) if args.against else _find_source(info)
     loaded = load_model(_resolve(str(source)))
+    if loaded.spec.scale != info.scale:
+        raise UsageError(f"{info.path.name} upscales x{info.scale} but {source.name} is "
+                         f"{loaded.spec.describe()}: the scales differ, so the package was "
+                         "not converted from it; pass the checkpoint it came from")
     backend = args.backend
     if backend == "auto":
         backend = "coreml" if sys.platform == "darwin" else "mil"
@@ -89,6 +104,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         runner = create_mil_backend(args.package)
     result = compare(runner, loaded.network, info, rounds=args.rounds, seed=args.seed)
     verdict = "PASS" if result.passed else "FAIL"
+    if result.non_finite:
+        print(f"FAIL: {info.path.name} ({info.precision}, {backend}) computed "
+              f"{result.non_finite} NaN or infinite values on {result.tiles} random tiles "
+              f"where {source.name} computes finite ones: the package's weights overflow or "
+              "are damaged; convert it again (fp32 if fp16 overflows)")
+        return 1
     print(f"{verdict}: {info.path.name} ({info.precision}, {backend}) against {source.name} "
           f"on {result.tiles} random tiles: max abs error {result.max_abs_error:.3g}, "
           f"PSNR {result.psnr:.1f} dB (needs {result.tolerance})")
@@ -98,9 +119,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from .coreml.package import load_spec, read_package
+    from .coreml.package import check_weights, load_spec, read_package
 
     info = read_package(args.package)
+    weights = check_weights(args.package)  # a damaged package fails here, not on first use
     print(f"{info.path}")
     print(f"  input  {info.input_name}: {info.input_shape} {info.input_dtype}")
     print(f"  output {info.output_name}: {info.output_shape} {info.output_dtype}")
@@ -110,6 +132,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     ops = Counter(op.type for op in function.block_specializations[function.opset].operations
                   if op.type != "const")
     print("  operations: " + ", ".join(f"{name} x{count}" for name, count in sorted(ops.items())))
+    print(f"  weights: {weights} tensors, all readable and finite")
     print(f"  device placement ({args.compute_units}): {_placement_text(args)}")
     return 0
 
@@ -144,13 +167,21 @@ def cmd_models(args: argparse.Namespace) -> int:
     known = {m.name: m for m in KNOWN_MODELS}
     found = available_models()
     print(f"{'name':28} {'scale':>5}  {'architecture':16} where")
+    unreadable = []
     for model in found:
         if model.name in known:
-            scale, arch = known[model.name].scale, known[model.name].arch
+            scale, arch = f"x{known[model.name].scale}", known[model.name].arch
         else:
-            spec = load_model(model.path).spec
-            scale, arch = spec.scale, spec.arch
-        print(f"{model.name:28} {'x' + str(scale):>5}  {arch:16} {model.origin}: {model.path}")
+            try:
+                spec = load_model(model.path).spec
+            except (ModelError, OSError) as exc:  # one bad file must not hide the others
+                unreadable.append(f"{model.path}: {str(exc).removeprefix(f'{model.path}: ')}")
+                scale, arch = "?", "unreadable"
+            else:
+                scale, arch = f"x{spec.scale}", spec.arch
+        print(f"{model.name:28} {scale:>5}  {arch:16} {model.origin}: {model.path}")
+    for problem in unreadable:
+        print(f"{PROG}: warning: {problem}", file=sys.stderr)
     missing = [name for name in known if name not in {m.name for m in found}]
     if missing:
         print(f"not installed: {', '.join(missing)} (pip install 'vs-coreml-esrgan[models]')")
@@ -161,14 +192,18 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .cache import cache_dir, clear, entries
+    from .cache import cache_dir, clear, entries, foreign_entries
 
     if args.clear:
         print(f"removed {clear()} entries from {cache_dir()}")
-        return 0
-    print(cache_dir())
-    for path, size in entries():
-        print(f"  {size / 1e6:8.1f} MB  {path.relative_to(cache_dir())}")
+    else:
+        print(cache_dir())
+        for path, size in entries():
+            print(f"  {size / 1e6:8.1f} MB  {path.relative_to(cache_dir())}")
+    others = foreign_entries()
+    if others:
+        print(f"left alone: {len(others)} entries that {PROG} did not make, e.g. "
+              f"{others[0]}", file=sys.stderr)
     return 0
 
 

@@ -7,21 +7,25 @@ write.
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import vapoursynth as vs
 
 from . import colour, frames, tiling
 from .backends import Backend, BackendError
 from .catalogue import DEFAULT_MODEL, is_model_name, resolve_model
+from .memory import activation_values, check_fits, package_activation_values
 from .network_spec import ModelError
 
 BACKENDS = ("auto", "torch", "coreml", "mil")
 _NAME = "upscale"
+_SMALLER = "use a smaller tile or batch (tile=None picks one of at most 512)"
 
 
 @dataclass(frozen=True)
@@ -38,34 +42,52 @@ def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
     """Upscale ``clip`` with a Real-ESRGAN network.
 
     ``clip``: constant format and size; RGB (8-16 bit integer, half, single), YUV or GRAY
-    (converted to RGB with the first frame's ``_Matrix`` / ``_Range``, BT.709 limited where
-    absent, and back). The result has the input's format at ``scale`` times the size, with
-    the input's frame properties.
+    (each frame converted to RGB with its own ``_Matrix`` / ``_Range``, BT.709 limited where
+    absent, and back; see :mod:`vs_coreml_esrgan.colour`). The result has the input's
+    format at ``scale`` times the size, with the input's frame properties.
     ``model``: a model name (see ``vs-coreml-esrgan models``; None means
     'realesr-animevideov3'), a Real-ESRGAN checkpoint (``.pth``, ``.pt``, ``.safetensors``),
     an ncnn ``.param`` with its ``.bin`` beside it, or a converted ``.mlpackage``.
     ``tile``: the network's input size, overlap included: an int or ``(width, height)``;
     None picks the size that wastes least compute with tiles of at most 512 (a
-    ``.mlpackage`` has its own, which ``tile`` must match if given).
+    ``.mlpackage`` has its own, which ``tile`` must match if given). A tile x batch whose
+    estimated memory exceeds the machine's is refused.
     ``overlap``: context pixels on each inner side of a tile (cross-faded, no seams).
     ``backend``: 'auto' (coreml on macOS, else torch, or mil for a ``.mlpackage``),
     'torch', 'coreml' (macOS) or 'mil' (the portable ML Program executor). With 'coreml'
     or 'mil' a checkpoint is converted on first use into the user cache.
     ``device``: a torch device ('cpu', 'cuda', 'mps'); ``precision``: 'auto', 'fp32' or
     'fp16' ('auto': fp16 for Core ML, CUDA and MPS, fp32 on the CPU); ``batch``: tiles per
-    backend call (None: 1, or a package's own); ``compute_units``: for coreml, 'auto'
-    (None: the fastest of the Neural Engine, the GPU and both, measured once per model and
-    Mac in child processes and remembered), 'ane', 'gpu', 'cpu' or 'all'.
-    Raises vapoursynth.Error, prefixed 'upscale: ', for any bad argument.
+    backend call (None: 1, or a package's own; at most a frame's tile count is used);
+    ``compute_units``: for coreml, 'auto' (None: the fastest of the Neural Engine, the GPU
+    and both, measured once per model and Mac in child processes and remembered), 'ane',
+    'gpu', 'cpu' or 'all'.
+    Raises vapoursynth.Error, prefixed 'upscale: ', for any bad argument, and while a
+    frame is computed for a frame whose colour properties cannot be followed, a frame
+    holding NaN or infinity, and a network output that is not finite (never a black or
+    NaN frame).
     """
+    return upscale_named(_NAME, clip, model, tile=tile, overlap=overlap, backend=backend,
+                         device=device, precision=precision, batch=batch,
+                         compute_units=compute_units)
+
+
+def upscale_named(name: str, clip: vs.VideoNode,
+                  model: str | os.PathLike[str] | None = None, *,
+                  tile: int | Sequence[int] | None = None, overlap: int = 16,
+                  backend: str = "auto", device: str | None = None, precision: str = "auto",
+                  batch: int | None = None, compute_units: str | None = None
+                  ) -> vs.VideoNode:
+    """:func:`upscale`, with its errors (at creation and per frame) prefixed ``name``."""
     try:
         _check_clip(clip)
+        rgb, restore = colour.to_rgb(clip, name)  # frame 0's colour properties first
         setup = _prepare(clip, model, tile=tile, overlap=overlap, backend=backend,
                          device=device, precision=precision, batch=batch,
                          compute_units=compute_units)
     except (ValueError, TypeError, OSError) as exc:
-        raise vs.Error(f"{_NAME}: {exc}") from None
-    return apply_backend(clip, setup.backend, setup.plan, batch=setup.batch)
+        raise vs.Error(f"{name}: {exc}") from None
+    return restore(_upscale_rgb(rgb, setup, name))
 
 
 def apply_backend(clip: vs.VideoNode, backend: Backend, plan: tiling.TilePlan, *,
@@ -74,8 +96,8 @@ def apply_backend(clip: vs.VideoNode, backend: Backend, plan: tiling.TilePlan, *
 
     For callers that build or wrap backends themselves (benchmarks, other front ends).
     """
-    rgb, restore = colour.to_rgb(clip)
-    return restore(_upscale_rgb(rgb, _Setup(backend=backend, plan=plan, batch=batch)))
+    rgb, restore = colour.to_rgb(clip, _NAME)
+    return restore(_upscale_rgb(rgb, _Setup(backend=backend, plan=plan, batch=batch), _NAME))
 
 
 def _check_clip(clip: object) -> None:
@@ -96,11 +118,16 @@ def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
              tile: int | Sequence[int] | None, overlap: int, backend: str,
              device: str | None, precision: str, batch: int | None,
              compute_units: str | None) -> _Setup:
-    if not isinstance(overlap, int) or overlap < 0:
+    if not _is_int(overlap) or overlap < 0:
         raise ValueError(f"overlap must be a non-negative int, got {overlap!r}")
-    if batch is not None and (not isinstance(batch, int) or batch < 1):
+    if batch is not None and (not _is_int(batch) or batch < 1):
         raise ValueError(f"batch must be a positive int, got {batch!r}")
-    if backend not in BACKENDS:
+    overlap, batch = int(overlap), None if batch is None else int(batch)
+    if tile is None and 2 * overlap + 1 > tiling.DEFAULT_MAX_TILE:
+        raise ValueError(f"overlap {overlap} needs tiles of at least {2 * overlap + 1} "
+                         f"pixels, more than the automatic tile size's limit of "
+                         f"{tiling.DEFAULT_MAX_TILE}; pass tile= or use a smaller overlap")
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     path = _model_path(model)
     is_package = os.fspath(path).endswith(".mlpackage")
@@ -138,9 +165,11 @@ def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
     loaded = load_model(path)
     spec = loaded.spec
     tile_size = _tile_size(tile, clip.width, clip.height, overlap, spec.multiple_of)
+    plan = tiling.plan_tiles(clip.width, clip.height, tile_size, overlap, spec.scale)
+    batch = min(batch, plan.num_tiles)  # more would only repeat the last tile
+    check_fits(tile_size, batch, activation_values(spec), hint=_SMALLER)
     runner = create_torch_backend(loaded.network, spec.scale, device=device,
                                   precision=precision)
-    plan = tiling.plan_tiles(clip.width, clip.height, tile_size, overlap, spec.scale)
     return _Setup(backend=runner, plan=plan, batch=batch)
 
 
@@ -160,6 +189,9 @@ def _convert_for(clip: vs.VideoNode, path: str | os.PathLike[str], *,
                                      loaded.spec)
     else:
         tile_size = _tile_size(tile, clip.width, clip.height, overlap, loaded.spec.multiple_of)
+    plan = tiling.plan_tiles(clip.width, clip.height, tile_size, overlap, loaded.spec.scale)
+    batch = min(batch, plan.num_tiles)  # more would only repeat the last tile
+    check_fits(tile_size, batch, activation_values(loaded.spec), hint=_SMALLER)
     return cached_package(loaded, tile=tile_size, batch=batch,
                           precision="fp32" if precision == "fp32" else "fp16",
                           notify=_notify)
@@ -185,8 +217,13 @@ def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen
     if batch is not None and batch != info.batch:
         raise ValueError(f"batch {batch} disagrees with the package's compiled batch "
                          f"{info.batch}; omit batch= or convert again with --batch")
+    check_fits(info.tile, info.batch, package_activation_values(info),
+               hint="convert the model again with a smaller --tile or --batch")
     if chosen == "coreml":
         from .backends.coreml_backend import create_coreml_backend
+        from .coreml.package import check_weights
+
+        check_weights(package)  # a damaged weight blob, named, before Core ML loads it
 
         runner: Backend = create_coreml_backend(package, compute_units=compute_units,
                                                 notify=_notify)
@@ -229,38 +266,62 @@ def _tile_size(tile: int | Sequence[int] | None, width: int, height: int, overla
 
 def _tile_pair(tile: int | Sequence[int]) -> tuple[int, int]:
     """An int or ``[width, height]`` as ``(width, height)``; ValueError otherwise."""
-    if isinstance(tile, int):
+    if _is_int(tile):
         sizes = [tile, tile]
     elif isinstance(tile, Sequence) and not isinstance(tile, str):
         sizes = list(tile)
     else:
         sizes = []
-    if len(sizes) != 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
+    if len(sizes) != 2 or not all(_is_int(s) and s > 0 for s in sizes):
         raise ValueError(f"tile must be a positive int or [width, height], got {tile!r}")
-    return sizes[0], sizes[1]
+    return int(sizes[0]), int(sizes[1])
 
 
-def _upscale_rgb(rgb: vs.VideoNode, setup: _Setup) -> vs.VideoNode:
+def _is_int(value: object) -> bool:
+    """An integer, numpy's included, but not a bool (True would pass as 1)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _upscale_rgb(rgb: vs.VideoNode, setup: _Setup, name: str) -> vs.VideoNode:
     scale = setup.backend.scale
     blank = vs.core.std.BlankClip(rgb, width=rgb.width * scale, height=rgb.height * scale,
                                   keep=True)
 
     def upscale_frame(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        source, target = f
-        image = frames.read_planes(source)
-        result = tiling.upscale_tiled(image, setup.plan, setup.backend, batch=setup.batch,
-                                      dtype=setup.backend.input_dtype)
-        out = target.copy()
-        frames.write_planes(result, out)
-        props = out.props
-        for key in list(props):
-            del props[key]
-        for key, value in source.props.items():
-            if key != "_Alpha":  # an alpha frame of the input size would not fit
-                props[key] = value
-        return out
+        try:
+            return _render(f[0], f[1], setup)
+        except Exception as exc:  # VapourSynth shows it with a traceback; name the filter
+            raise vs.Error(f"{name}: frame {n}: {exc}") from None
 
     return vs.core.std.ModifyFrame(blank, clips=[rgb, blank], selector=upscale_frame)
 
 
-__all__ = ["BackendError", "ModelError", "upscale"]
+def _render(source: vs.VideoFrame, target: vs.VideoFrame, setup: _Setup) -> vs.VideoFrame:
+    """One upscaled frame; ValueError for non-finite samples in or out (never written)."""
+    image = frames.read_planes(source)
+    if source.format.sample_type == vs.FLOAT:
+        bad = frames.count_non_finite(image)
+        if bad:
+            raise ValueError(f"the clip's frame holds {bad} NaN or infinite samples; "
+                             "replace them before upscaling (e.g. with std.Expr)")
+    result = tiling.upscale_tiled(image, setup.plan, setup.backend, batch=setup.batch,
+                                  dtype=setup.backend.input_dtype)
+    bad = frames.count_non_finite(result)
+    if bad:
+        cause = ("it overflows float16 (try precision='fp32')"
+                 if setup.backend.input_dtype == np.float16
+                 else "its weights are damaged or far too large for float32")
+        raise ValueError(f"the network computed {bad} NaN or infinite values of "
+                         f"{result.size}: {cause}")
+    out = target.copy()
+    frames.write_planes(result, out)
+    props = out.props
+    for key in list(props):
+        del props[key]
+    for key, value in source.props.items():
+        if key != "_Alpha":  # an alpha frame of the input size would not fit
+            props[key] = value
+    return out
+
+
+__all__ = ["BackendError", "ModelError", "upscale", "upscale_named"]

@@ -34,3 +34,15 @@ def write_planes(values: np.ndarray, frame: vs.VideoFrame) -> None:
     for plane in range(fmt.num_planes):
         # copyto casts float32 to the plane's uint8 / uint16 / float16 / float32.
         np.copyto(np.asarray(frame[plane]), values[plane], casting="unsafe")
+
+
+def count_non_finite(values: np.ndarray) -> int:
+    """How many elements are NaN or infinite.
+
+    Cheap in the common case: one summing pass without a temporary array (any NaN or
+    infinity makes the sum non-finite); elements are counted only when the sum is not.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(values.sum()):
+            return 0
+    return int(values.size - np.count_nonzero(np.isfinite(values)))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,15 +20,13 @@ import torch
 from torch.nn import functional as F
 
 from ..network_spec import ModelError
-from .package import PackageInfo, import_coremltools, load_spec, read_package
+from .package import PackageInfo, blob_reader, load_spec, read_blob, read_package
 
 Value = Any  # torch.Tensor, or a Python scalar / list / string for parameters
 _FP16, _FP32 = 10, 11  # MIL DataType enum values
 _BYTES_DTYPES = {_FP16: np.float16, _FP32: np.float32, 1: np.bool_, 21: np.int8,
                  22: np.int16, 23: np.int32, 24: np.int64, 31: np.uint8, 32: np.uint16,
                  33: np.uint32}
-_BLOB_READERS = {_FP16: "read_fp16_data", _FP32: "read_float_data", 23: "read_int32_data",
-                 21: "read_int8_data", 31: "read_uint8_data"}
 
 
 @dataclass(frozen=True)
@@ -60,13 +57,13 @@ class MilProgram:
         if function is None:
             raise ModelError(f"{path}: the ML Program has no 'main' function")
         block = function.block_specializations[function.opset]
-        weights = Path(path) / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
-        reader = _blob_reader(weights) if weights.is_file() else None
+        reader = blob_reader(path)
         constants: dict[str, Value] = {}
         ops = []
         for op in block.operations:
             if op.type == "const":
-                constants[op.outputs[0].name] = _decode(op.attributes["val"], reader, path)
+                constants[op.outputs[0].name] = _decode(op.attributes["val"], reader, path,
+                                                        op.outputs[0].name)
                 continue
             if op.type not in _KERNELS:
                 raise ModelError(f"{path}: operation {op.type!r} ({op.outputs[0].name}) is not "
@@ -119,25 +116,15 @@ def _with_releases(ops: list[_Op], constants: dict[str, Value], output: str) -> 
             for index, op in enumerate(ops)]
 
 
-def _blob_reader(path: Path) -> Any:
-    import_coremltools()
-    from coremltools.libmilstoragepython import _BlobStorageReader
-
-    return _BlobStorageReader(str(path))
-
-
-def _decode(value: Any, reader: Any, path: str | os.PathLike[str]) -> Value:
+def _decode(value: Any, reader: Any, path: str | os.PathLike[str], name: str = "a value"
+            ) -> Value:
     """A MIL Value: tensors become float32 torch tensors, parameters plain Python values."""
     tensor_type = value.type.tensorType
     dtype = tensor_type.dataType
     shape = [int(d.constant.size) for d in tensor_type.dimensions]
     kind = value.WhichOneof("value")
     if kind == "blobFileValue":
-        if reader is None or dtype not in _BLOB_READERS:
-            raise ModelError(f"{path}: cannot read blob of data type {dtype}")
-        data = np.asarray(getattr(reader, _BLOB_READERS[dtype])(value.blobFileValue.offset))
-        if dtype == _FP16 and data.dtype == np.uint16:  # the reader hands back raw bits
-            data = data.view(np.float16)
+        data = read_blob(reader, dtype, value.blobFileValue.offset, path, name)
     else:
         tensor = value.immediateValue.tensor
         field = tensor.WhichOneof("value")

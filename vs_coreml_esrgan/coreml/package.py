@@ -14,7 +14,12 @@ from ..checkpoint import hash_file_into
 from ..network_spec import ModelError
 
 METADATA_PREFIX = "vs_coreml_esrgan."
+WEIGHTS = Path("Data", "com.apple.CoreML", "weights", "weight.bin")
 _DTYPES = {"FLOAT16": np.dtype(np.float16), "FLOAT32": np.dtype(np.float32)}
+_FP16 = 10  # MIL DataType enum value
+_BLOB_READERS = {_FP16: "read_fp16_data", 11: "read_float_data", 23: "read_int32_data",
+                 21: "read_int8_data", 31: "read_uint8_data"}
+_CONVERT_AGAIN = "convert the model again (vs-coreml-esrgan convert, or clear the cache)"
 
 
 @dataclass(frozen=True)
@@ -129,3 +134,68 @@ def package_digest(path: str | os.PathLike[str]) -> str:
         digest.update(file.relative_to(root).as_posix().encode() + b"\0")
         hash_file_into(digest, file)
     return digest.hexdigest()
+
+
+def blob_reader(path: str | os.PathLike[str]) -> Any:
+    """A reader for a package's weight file, or None when the package has none.
+
+    Raises ModelError when the file exists but its header is unreadable."""
+    weights = Path(path) / WEIGHTS
+    if not weights.is_file():
+        return None
+    import_coremltools()
+    from coremltools.libmilstoragepython import _BlobStorageReader
+
+    try:
+        return _BlobStorageReader(str(weights))
+    except Exception as exc:  # the C++ reader raises RuntimeError and others
+        raise ModelError(f"{path}: the weight file {WEIGHTS.as_posix()} is damaged "
+                         f"({exc}); {_CONVERT_AGAIN}") from None
+
+
+def read_blob(reader: Any, data_type: int, offset: int, path: str | os.PathLike[str],
+              name: str) -> np.ndarray:
+    """One weight tensor's values (flat) from the package's weight file.
+
+    Raises ModelError naming the package and the tensor when the file is missing, damaged
+    or truncated, or the tensor holds NaN or infinity (which would give NaN frames)."""
+    if reader is None:
+        raise ModelError(f"{path}: {name} is stored in {WEIGHTS.as_posix()}, which is "
+                         f"missing: the package is incomplete; {_CONVERT_AGAIN}")
+    if data_type not in _BLOB_READERS:
+        raise ModelError(f"{path}: {name} is stored with data type {data_type}, which "
+                         "this reader does not support")
+    try:
+        data = np.asarray(getattr(reader, _BLOB_READERS[data_type])(offset))
+    except Exception as exc:  # damaged or truncated blobs: RuntimeError, IndexError, ...
+        raise ModelError(f"{path}: the weight file {WEIGHTS.as_posix()} is damaged: {name} "
+                         f"at offset {offset} cannot be read ({exc}); {_CONVERT_AGAIN}"
+                         ) from None
+    if data_type == _FP16 and data.dtype == np.uint16:  # the reader hands back raw bits
+        data = data.view(np.float16)
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        raise ModelError(f"{path}: the weights are not finite: {name} holds {bad} NaN or "
+                         f"infinite values of {data.size}; convert again from a checkpoint "
+                         "with finite weights (fp16 also overflows above 65504)")
+    return data
+
+
+def check_weights(path: str | os.PathLike[str]) -> int:
+    """Read every weight tensor of a package; returns how many there are.
+
+    Raises ModelError as :func:`read_blob` does: a damaged package is reported before any
+    runtime loads it."""
+    function = load_spec(path).mlProgram.functions.get("main")
+    if function is None:
+        raise ModelError(f"{path}: the ML Program has no 'main' function")
+    reader = blob_reader(path)
+    count = 0
+    for op in function.block_specializations[function.opset].operations:
+        if op.type != "const" or op.attributes["val"].WhichOneof("value") != "blobFileValue":
+            continue
+        value = op.attributes["val"]
+        read_blob(reader, value.type.tensorType.dataType, value.blobFileValue.offset, path,
+                  op.outputs[0].name)
+        count += 1
+    return count

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..network_spec import ModelError
 from .package import PackageInfo
 
 FP32_MAX_ABS = 1e-4
@@ -17,13 +18,16 @@ FP16_MIN_PSNR = 45.0
 
 @dataclass(frozen=True)
 class Comparison:
-    max_abs_error: float
+    max_abs_error: float  # over the finite outputs
     psnr: float  # dB, on outputs clamped to [0, 1] as the filter writes them
     tiles: int
     precision: str
+    non_finite: int = 0  # NaN or infinite values the program computed
 
     @property
     def passed(self) -> bool:
+        if self.non_finite:
+            return False
         if self.precision == "fp32":
             return self.max_abs_error <= FP32_MAX_ABS
         return self.psnr >= FP16_MIN_PSNR
@@ -47,17 +51,36 @@ def random_tiles(info: PackageInfo, seed: int) -> np.ndarray:
 
 def compare(run: Callable[[np.ndarray], np.ndarray], network: nn.Module, info: PackageInfo,
             *, rounds: int = 2, seed: int = 0) -> Comparison:
-    """Run ``rounds`` batches through the program and through the float32 network."""
+    """Run ``rounds`` batches through the program and through the float32 network.
+
+    Raises ModelError when the two disagree in output shape (another scale or channel
+    count: not the same model). NaN or infinite outputs of the program are counted, never
+    hidden in the error figures (a NaN compares as no error at all)."""
     worst = 0.0
     squared = []
+    non_finite = 0
     for k in range(rounds):
         tiles = random_tiles(info, seed + k)
         ours = np.asarray(run(tiles), dtype=np.float32)
         with torch.inference_mode():
             reference = network.float()(torch.from_numpy(tiles.astype(np.float32))).numpy()
+        if ours.shape != reference.shape:
+            raise ModelError(f"{info.path.name} computes {_describe(ours.shape)} but the "
+                             f"checkpoint {_describe(reference.shape)} from the same tiles: "
+                             "they are different models")
+        if not np.isfinite(reference).all():
+            raise ModelError("the checkpoint itself computes NaN or infinite values on "
+                             "random tiles in float32: its weights are far too large")
+        finite = np.isfinite(ours)
+        non_finite += int(ours.size - np.count_nonzero(finite))
+        ours = np.where(finite, ours, 0.0)
         worst = max(worst, float(np.abs(ours - reference).max()))
         squared.append(float(np.mean((np.clip(ours, 0, 1) - np.clip(reference, 0, 1)) ** 2)))
     mse = float(np.mean(squared))
     psnr = float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
     return Comparison(max_abs_error=worst, psnr=psnr, tiles=rounds * info.batch,
-                      precision=info.precision)
+                      precision=info.precision, non_finite=non_finite)
+
+
+def _describe(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]} channels of {shape[3]}x{shape[2]}"
