@@ -458,3 +458,21 @@ def test_coremltools_pin():
     assert "coremltools>=8.2" in coreml
     installed = tuple(int(part) for part in version("coremltools").split(".")[:2])
     assert installed >= (8, 2)
+
+
+def test_cache_clear_forgets_choices_and_keeps_foreign_files(mac, package):
+    from vs_coreml_esrgan import cache
+
+    made = package()
+    compiled = backend_module.compiled_model(made)
+    run, _ = _timings({"ane": 1.0, "gpu": 2.0, "all": 3.0})
+    choose_compute_units(compiled, read_package(made), "pyobjc", notify=lambda _: None,
+                         run_trial=run)
+    choices = Path(backend_module.cache_dir()) / "choices"
+    (saved,) = choices.glob("*.json")
+    foreign = choices / "notes.json"
+    foreign.write_text("mine")
+    assert saved in [path for path, _ in cache.entries()]
+    assert foreign not in [path for path, _ in cache.entries()]
+    assert cache.clear() == 2  # the compiled model and the choice
+    assert not saved.exists() and foreign.read_text() == "mine"
