@@ -13,7 +13,7 @@ import pytest
 from conftest import compact, needs_source_filter
 
 from vs_coreml_esrgan.job.media import find_ffmpeg
-from vs_coreml_esrgan.job.run import segments
+from vs_coreml_esrgan.job.segments import segments
 
 pytestmark = needs_source_filter
 
@@ -184,7 +184,7 @@ def test_segments_cover_the_range_exactly():
 @pytest.mark.parametrize(("make", "message"), [
     (lambda d: d / "missing.mp4", "input {} does not exist"),
     (lambda d: (d / "notes.mp4").write_text("not a video") and d / "notes.mp4",
-     "ffmpeg cannot read it as a video"),
+     "not a readable media file"),
 ])
 def test_bad_inputs(model, tmp_path, make, message):
     source = make(tmp_path)

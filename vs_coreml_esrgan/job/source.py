@@ -77,16 +77,16 @@ def frame_props(frame, context, index: VideoIndex, n: int, sar: Fraction | None
         or frame.format.has_palette
     # A frame's own value, else the stream's (containers such as Matroska carry the tags
     # beside the bitstream); 2 is H.273's "unspecified".
-    def tag(name: str, stream_name: str | None = None) -> int:
+    def tag(name: str, unspecified: int = 2) -> int:
         value = int(getattr(frame, name))
-        if value in (0, 2) and name != "color_range" or value == 0:
-            value = int(getattr(context, stream_name or name)) or value
+        if value in (0, unspecified):
+            value = int(getattr(context, name)) or value
         return value
 
     props["_Matrix"] = 0 if rgb else tag("colorspace")
     props["_Primaries"] = tag("color_primaries")
     props["_Transfer"] = tag("color_trc")
-    av_range = tag("color_range")  # 0 unknown, 1 limited, 2 full
+    av_range = tag("color_range", unspecified=0)  # 0 unknown, 1 limited, 2 full
     if frame.format.name.startswith("yuvj") or av_range == 2 or rgb:
         props["_Range"] = 1
     elif av_range == 1:
