@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--overlap", type=int, default=16)
     job.add_argument("--backend", choices=("auto", "torch", "coreml", "mil"), default="auto")
     job.add_argument("--encoder", choices=("x264", "x265", "av1", "vp9", "prores", "ffv1"),
-                     default="x264")
+                     help="default x264 (.webm: vp9)")
     job.add_argument("--crf", type=int, help="quality (x264 16, x265 18, av1 28, vp9 30 by "
                      "default; prores and ffv1 have none)")
     job.add_argument("--preset", help="encoder preset, e.g. slow")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -29,7 +30,7 @@ class JobRequest:
     source: Path
     output: Path
     upscale: UpscaleOptions
-    encoder: str = "x264"
+    encoder: str | None = None  # None: x264, or vp9 for .webm
     crf: int | None = None
     preset: str | None = None
     bits: int | None = None  # None: the source's depth where the encoder takes it
@@ -51,7 +52,8 @@ class Job:
     script: str
     first: int
     last: int
-    video_args: list[str]
+    filters: str  # ffmpeg's -vf chain: tags (SAR, colour)
+    codec_args: list[str]  # encoder, quality, track tags
     output_format: OutputFormat
     model_digest: str
     warnings: list[str] = field(default_factory=list)
@@ -59,6 +61,11 @@ class Job:
     @property
     def frames(self) -> int:
         return self.last - self.first + 1
+
+    @property
+    def video_args(self) -> list[str]:
+        """ffmpeg's options for the video from the pipe (a video starting at 0)."""
+        return ["-vf", self.filters, *self.codec_args]
 
     @property
     def is_range(self) -> bool:
@@ -74,9 +81,11 @@ def plan_job(request: JobRequest) -> Job:
     """Check everything a job needs before any work starts. Raises JobError."""
     source, output = request.source, request.output
     _check_paths(source, output, request.force)
-    encoder = ENCODERS.get(request.encoder)
+    name = request.encoder or ("vp9" if output.suffix.lower() == ".webm" else "x264")
+    request = replace(request, encoder=name)
+    encoder = ENCODERS.get(name)
     if encoder is None:
-        raise JobError(f"encoder must be one of {', '.join(ENCODERS)}, got {request.encoder}")
+        raise JobError(f"encoder must be one of {', '.join(ENCODERS)}, got {name}")
     if output.suffix.lower() not in encoder.containers:
         raise JobError(f"encoder {request.encoder} cannot write {output.suffix} files; use "
                        f"{', '.join(encoder.containers)}")
@@ -127,8 +136,7 @@ def plan_job(request: JobRequest) -> Job:
     untagged = not rgb and info.props.get("_Matrix", 2) not in (1, 4, 5, 6, 7, 8, 9, 10, 14)
     script = render_script(source.resolve(), namespace, upscale, fmt, signal,
                            set_matrix=untagged, rgb_source=rgb)
-    video = ["-vf", f"setsar={info.sar},{signal.setparams()}", "-c:v", encoder.codec,
-             *encoder.extra]
+    video = ["-c:v", encoder.codec, *encoder.extra]
     crf = request.crf if request.crf is not None else encoder.default_crf
     if crf is not None:
         video += [*encoder.quality, str(crf)]
@@ -138,8 +146,9 @@ def plan_job(request: JobRequest) -> Job:
         if key.lower() in ("language", "title", "handler_name"):
             video += ["-metadata:s:v:0", f"{key.lower()}={value}"]
     _, stream_warnings = stream_maps(media.streams, output)
-    return Job(request, ffmpeg, vspipe, info, media, index, script, first, last, video, fmt,
-               digest, warnings + stream_warnings)
+    return Job(request, ffmpeg, vspipe, info, media, index, script, first, last,
+               f"setsar={info.sar},{signal.setparams()}", video, fmt, digest,
+               warnings + stream_warnings)
 
 
 def _check_paths(source: Path, output: Path, force: bool) -> None:
@@ -161,15 +170,17 @@ def _check_paths(source: Path, output: Path, force: bool) -> None:
     directory = output.parent
     if not directory.is_dir():
         raise JobError(f"the output's directory {directory} does not exist; create it first")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise JobError(f"the output's directory {directory} is not writable")
+    try:  # the only sure test: permissions, read-only mounts and quotas all show here
+        with tempfile.TemporaryFile(dir=directory, prefix=".vs-coreml-esrgan-"):
+            pass
+    except OSError as exc:
+        raise JobError(f"cannot write into the output's directory {directory} "
+                       f"({exc.strerror or exc})") from None
 
 
 def _absolute_model(options: UpscaleOptions) -> UpscaleOptions:
     """The script runs from a temporary directory: a model given by a relative path is
     made absolute (a catalogue name stays a name)."""
-    from dataclasses import replace
-
     from ..catalogue import is_model_name
 
     if options.model is None or is_model_name(options.model):

@@ -67,8 +67,8 @@ def seconds(value: Fraction) -> str:
 @dataclass(frozen=True)
 class Companion:
     """Where the non-video streams come from (the source, or for a frame range a cut of
-    it), and where the video starts on that file's timeline (seconds, ffmpeg's
-    ``-itsoffset`` for the pipe)."""
+    it), and where the video's first frame sits on that file's timeline, in seconds from
+    its start (negative: before it)."""
 
     path: Path
     streams: list[Stream]
@@ -76,6 +76,25 @@ class Companion:
 
     def maps(self, output: Path) -> list[str]:
         return stream_maps(self.streams, output)[0]
+
+    def input(self) -> list[str]:
+        """ffmpeg's options reading the file; when the video starts before its streams,
+        they are moved later instead (keeping the video at 0)."""
+        shift = ["-itsoffset", seconds(-self.video_offset)] if self.video_offset < 0 else []
+        return [*shift, "-i", str(self.path)]
+
+
+def encode_args(job: Job, offset: Fraction) -> list[str]:
+    """The video's ffmpeg options, placing its first frame ``offset`` seconds in (when
+    positive). The shift is made in a fine time base: ``-itsoffset`` on the pipe would be
+    rounded to whole frames (the y4m demuxer counts time in frames)."""
+    if offset <= 0:
+        return job.video_args
+    fps = job.info.fps
+    tick = Fraction(fps.denominator, fps.numerator * 1000)  # frames stay on exact ticks
+    base = f"{tick.numerator}/{tick.denominator}"
+    return ["-vf", f"settb={base},setpts=PTS+{seconds(offset)}/TB,{job.filters}",
+            "-fps_mode", "vfr", "-enc_time_base:v", base, *job.codec_args]
 
 
 def _carried(job: Job) -> list[Stream]:
@@ -116,10 +135,8 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial{path.suffix}")
 
 
-def pipe_input(offset: Fraction) -> list[str]:
-    """ffmpeg options reading the y4m pipe, placed ``offset`` seconds into the timeline."""
-    shift = ["-itsoffset", seconds(offset)] if offset else []
-    return [*shift, "-f", "yuv4mpegpipe", "-i", "-"]
+def pipe_input() -> list[str]:
+    return ["-f", "yuv4mpegpipe", "-i", "-"]
 
 
 def vspipe_command(job: Job, script: str, first: int, last: int, index: str | None,
@@ -141,8 +158,8 @@ def describe(job: Job, script_path: str = "upscale.vpy") -> str:
     else:
         comp, cut = Companion(job.request.source, job.media.streams, job.video_start()), ""
     vspipe = vspipe_command(job, script_path, job.first, job.last, None, False)
-    ffmpeg = [job.ffmpeg, "-hide_banner", "-nostdin", *pipe_input(comp.video_offset),
-              "-i", str(comp.path), "-map", "0:v", *comp.maps(out), *job.video_args,
+    ffmpeg = [job.ffmpeg, "-hide_banner", "-nostdin", *pipe_input(), *comp.input(),
+              "-map", "0:v", *comp.maps(out), *encode_args(job, comp.video_offset),
               str(out)]
     return (f"# {script_path}\n{job.script}\n# pipeline\n{cut}{shlex.join(vspipe)} \\\n  | "
             f"{shlex.join(ffmpeg)}\n")
@@ -181,15 +198,15 @@ class _Progress:
             self.text += line + b"\n"
 
 
-def pipe(job: Job, script: Path, first: int, last: int, offset: Fraction,
-         ffmpeg_tail: list[str], bar) -> int:
+def pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str], bar
+         ) -> int:
     """Run ``vspipe -s first -e last | ffmpeg ... ffmpeg_tail``; returns frames written.
     On failure or interruption both processes are stopped and JobError is raised (or the
     interruption re-raised)."""
     index = script.with_name("index.json")
     vspipe_cmd = vspipe_command(job, str(script), first, last, str(index), True)
     ffmpeg_cmd = [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-                  *pipe_input(offset), *ffmpeg_tail]
+                  *pipe_input(), *ffmpeg_tail]
     vspipe = subprocess.Popen(vspipe_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               env=vspipe_environment())
     try:
@@ -274,10 +291,10 @@ def _run_straight(job: Job, script: Path, bar) -> int:
     output = job.request.output
     partial = partial_path(output)
     comp = companion(job, script.parent)
-    tail = ["-i", str(comp.path), "-map", "0:v", *comp.maps(output), *job.video_args,
-            str(partial)]
+    tail = [*comp.input(), "-map", "0:v", *comp.maps(output),
+            *encode_args(job, comp.video_offset), str(partial)]
     try:
-        frames = pipe(job, script, job.first, job.last, comp.video_offset, tail, bar)
+        frames = pipe(job, script, job.first, job.last, tail, bar)
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .media import JobError
 from .plan import Job
-from .run import Companion, Warn, companion, partial_path, pipe
+from .run import Companion, Warn, companion, partial_path, pipe, seconds
 
 
 def segments(first: int, last: int, chunks: int) -> list[tuple[int, int]]:
@@ -79,8 +79,8 @@ def run_chunked(job: Job, script: Path, bar, warn: Warn) -> tuple[int, int]:
             continue
         partial = partial_path(segment)
         try:
-            processed += pipe(job, script, first, last, 0, ["-map", "0:v", *job.video_args,
-                                                            str(partial)], bar)
+            processed += pipe(job, script, first, last, ["-map", "0:v", *job.video_args,
+                                                         str(partial)], bar)
             os.replace(partial, segment)
         finally:
             partial.unlink(missing_ok=True)
@@ -100,15 +100,14 @@ def concat_line(path: Path) -> str:
 
 def _join(job: Job, files: list[Path], parts: Path, comp: Companion) -> None:
     """Concatenate segments losslessly and add the source's other streams."""
-    from .run import pipe_input
-
     listing = parts / "segments.txt"
     listing.write_text("".join(concat_line(f) for f in files))
     output = job.request.output
     partial = partial_path(output)
-    shift = pipe_input(comp.video_offset)[:-4]  # just the -itsoffset, if any
+    # The segments' 1 ms time base makes -itsoffset exact enough here.
+    shift = ["-itsoffset", seconds(comp.video_offset)] if comp.video_offset > 0 else []
     command = [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *shift,
-               "-f", "concat", "-safe", "0", "-i", str(listing), "-i", str(comp.path),
+               "-f", "concat", "-safe", "0", "-i", str(listing), *comp.input(),
                "-map", "0:v", *comp.maps(output), "-c:v", "copy", *_video_tags(job),
                str(partial)]
     try:
