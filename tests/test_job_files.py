@@ -143,7 +143,9 @@ def test_audio_the_container_holds_is_kept(model, tmp_path, source_suffix, audio
     result = job(source, out, "--model", model,
                  *(["--encoder", "prores"] if out_suffix == ".mov" else []))
     assert result.returncode == 0, result.stderr
-    assert [(s["type"], s["codec"]) for s in stream_facts(out)][1] == ("audio", audio)
+    kept = stream_facts(out)[1]
+    # mp4 names MPEG-1 audio layers 2 and 3 with one object type: it reads back as mp3
+    assert kept["type"] == "audio" and kept["codec"] in {audio, "mp3"}
 
 
 def test_relative_model_and_apostrophes_in_chunked_output(model, tmp_path):
@@ -221,7 +223,7 @@ def test_hdr_gets_ten_bits_or_a_clear_refusal(model, tmp_path):
 def test_interlaced_input_is_refused_before_work(model, tmp_path):
     source = tmp_path / "dvd.mkv"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.4", "-c:v",
-           "mpeg2video", "-flags", "+ilme+ildct", "-top", "1", "-vf",
+           "mpeg2video", "-flags", "+ilme+ildct", "-field_order", "tt", "-vf",
            "setfield=tff", source)
     result = job(source, tmp_path / "out.mkv", "--model", model)
     assert result.returncode == 1

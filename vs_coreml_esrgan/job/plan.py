@@ -135,7 +135,8 @@ def plan_job(request: JobRequest) -> Job:
     fmt = choose_format(encoder, source_layout(info.format_name), depth, request.bits)
     untagged = not rgb and info.props.get("_Matrix", 2) not in (1, 4, 5, 6, 7, 8, 9, 10, 14)
     script = render_script(source.resolve(), namespace, upscale, fmt, signal,
-                           set_matrix=untagged, rgb_source=rgb)
+                           set_matrix=untagged, rgb_source=rgb,
+                           gray_source=info.format_name.startswith("GRAY"))
     video = ["-c:v", encoder.codec, *encoder.extra]
     crf = request.crf if request.crf is not None else encoder.default_crf
     if crf is not None:

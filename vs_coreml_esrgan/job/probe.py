@@ -25,6 +25,7 @@ class SourceInfo:
     num_frames: int
     fps: Fraction
     format_name: str
+    format_id: int
     bits: int
     props: dict[str, int]
 
@@ -88,8 +89,8 @@ def probe_source(namespace: str, path: Path, index: VideoIndex) -> SourceInfo:
              ("_Matrix", "_Primaries", "_Transfer", "_Range", "_ColorRange", "_SARNum",
               "_SARDen", "_FieldBased") if key in frame.props}
     return SourceInfo(namespace, clip.width, clip.height, clip.num_frames,
-                      Fraction(clip.fps_num, clip.fps_den), clip.format.name,
-                      clip.format.bits_per_sample, props)
+                      Fraction(clip.fps_num, clip.fps_den), clip.format.name.upper(),
+                      clip.format.id, clip.format.bits_per_sample, props)
 
 
 def _indexed(path: Path, index: VideoIndex):
@@ -121,7 +122,7 @@ def check_upscale(options: UpscaleOptions, info: SourceInfo) -> str:
         model = options.model or DEFAULT_MODEL
         path = resolve_model(model).path if is_model_name(model) else Path(model)
         blank = vs.core.std.BlankClip(width=info.width, height=info.height, length=1,
-                                      format=getattr(vs, info.format_name))
+                                      format=info.format_id)
         upscale(blank, str(path), tile=options.tile, overlap=options.overlap,
                 backend=options.backend)
         if path.is_dir():

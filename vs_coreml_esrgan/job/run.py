@@ -170,7 +170,8 @@ class _Progress:
 
     _FRAME = re.compile(rb"Frame: (\d+)/(\d+)")
     # vspipe's own progress and timing lines: not part of an error message
-    _CHATTER = re.compile(rb"^(Script evaluation done in|Output \d+ frames in)")
+    _CHATTER = re.compile(rb"^(Script evaluation done in|Output \d+ frames in|"
+                          rb"Information: .* index progress)")
 
     def __init__(self, bar) -> None:
         self.bar = bar

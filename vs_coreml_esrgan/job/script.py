@@ -93,7 +93,7 @@ def source_call(namespace: str, path: Path) -> str:
 
 def render_script(source: Path, namespace: str, options: UpscaleOptions,
                   output: OutputFormat, signal: Signal, *, set_matrix: bool,
-                  rgb_source: bool) -> str:
+                  rgb_source: bool, gray_source: bool = False) -> str:
     """The ``.vpy`` text. It uses the ``coreml_esrgan`` namespace when VapourSynth has it
     and the Python API otherwise (development checkouts). ``set_matrix``: the source is
     untagged, so the script tags it with the matrix ``signal`` names before upscaling."""
@@ -102,8 +102,13 @@ def render_script(source: Path, namespace: str, options: UpscaleOptions,
         kwargs["tile"] = list(options.tile)
     arguments = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v is not None)
     imports = "from vs_coreml_esrgan import source\n" if namespace == "builtin" else ""
-    tag = (f"clip = core.std.SetFrameProps(clip, _Matrix={signal.matrix})  # untagged: "
-           f"{'SD' if signal.matrix == 6 else 'HD'} convention\n" if set_matrix else "")
+    if gray_source:  # a matrix on one plane makes resize refuse the gray -> RGB step
+        tag = 'clip = core.std.RemoveFrameProps(clip, "_Matrix")\n'
+    elif set_matrix:
+        tag = (f"clip = core.std.SetFrameProps(clip, _Matrix={signal.matrix})  # untagged: "
+               f"{'SD' if signal.matrix == 6 else 'HD'} convention\n")
+    else:
+        tag = ""
     if rgb_source and output.layout != "gray":
         convert = f', matrix_s="{signal.resize_matrix}", range_s="limited"'
     elif rgb_source:
