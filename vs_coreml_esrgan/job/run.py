@@ -168,7 +168,7 @@ def describe(job: Job, script_path: str = "upscale.vpy") -> str:
 class _Progress:
     """Reads vspipe's ``-p`` output, drives a tqdm bar, keeps the rest for errors."""
 
-    _FRAME = re.compile(rb"Frame: (\d+)/(\d+)")
+    _FRAME = re.compile(rb"Frame: (\d+)/(\d+)(?: \([^)]*\))?")
     # vspipe's own progress and timing lines: not part of an error message
     _CHATTER = re.compile(rb"^(Script evaluation done in|Output \d+ frames in|"
                           rb"Information: .* index progress)")
