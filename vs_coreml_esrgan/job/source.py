@@ -60,8 +60,7 @@ def delivered_format(pix_fmt: str) -> tuple[str, str]:
     elif len([c for c in fmt.components if not c.is_alpha]) == 1:
         target = f"gray{suffix}"
     else:
-        chroma = next(c for c in fmt.components if c.plane == 1 or c.index == 1)
-        sub_w, sub_h = fmt.width // max(chroma.width, 1), fmt.height // max(chroma.height, 1)
+        sub_w, sub_h = 64 // fmt.chroma_width(64), 64 // fmt.chroma_height(64)
         layout = {(2, 2): "420", (2, 1): "422", (1, 1): "444"}.get((sub_w, sub_h), "444")
         target = f"yuv{layout}p{suffix}"
     if target not in _PLANAR:
