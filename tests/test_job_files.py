@@ -249,3 +249,16 @@ def test_output_cannot_go_to_a_read_only_place(model, tmp_path):
     result = job(source, "/proc/out.mkv", "--model", model)
     assert result.returncode == 1
     assert "cannot write into the output's directory /proc" in result.stderr
+
+
+def test_variable_frame_rate_is_not_silent(model, tmp_path):
+    source = tmp_path / "vfr.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30:duration=1", "-vf",
+           "select='lt(n\\,10)+not(mod(n\\,2))'", "-fps_mode", "vfr", "-c:v", "libx264",
+           source)
+    out = tmp_path / "out.mkv"
+    result = job(source, out, "--model", model, "--source", "builtin")
+    assert result.returncode == 0, result.stderr
+    assert "warning: the input has a variable frame rate" in result.stderr
+    assert "move up to" in result.stderr
+    assert len(video_times(out)) == len(video_times(source)) == 20

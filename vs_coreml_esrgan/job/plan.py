@@ -123,6 +123,8 @@ def plan_job(request: JobRequest) -> Job:
                         f"PyAV {index.num_frames}: timestamps may be off; try --source "
                         "builtin")
     _check_interlaced(info)
+    if not index.constant_rate:
+        warnings.append(_drift_warning(index, first, last))
     rgb = info.format_name.startswith("RGB")
     signal = output_signal(info.props, info.width, info.height, rgb)
     depth = info.bits
@@ -195,6 +197,19 @@ def _absolute_model(options: UpscaleOptions) -> UpscaleOptions:
     if path.is_file() and not os.access(path, os.R_OK):
         raise JobError(f"model {options.model} cannot be read (permission denied)")
     return replace(options, model=str(path.resolve()))
+
+
+def _drift_warning(index: VideoIndex, first: int, last: int) -> str:
+    """Variable frame rate: the y4m pipe carries no timestamps, so the output is
+    constant-rate; say how far frames move from their source times."""
+    fps = Fraction(*index.fps)
+    origin = index.seconds(first)
+    drift = max(abs(index.seconds(n) - origin - (n - first) / fps)
+                for n in range(first, last + 1))
+    return (f"the input has a variable frame rate: the output is constant {float(fps):.3f} "
+            f"fps, frames keep their order and count but move up to {float(drift) * 1000:.0f}"
+            " ms from their source times (the audio does not move). Convert to a constant "
+            "rate first (ffmpeg -fps_mode cfr -r RATE) to choose how frames are repeated")
 
 
 def _check_interlaced(info: SourceInfo) -> None:
