@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Quick start's main job: set up (first run only), then upscale the bundled sample x4
 # with the default model (realesr-animevideov3) into out/sample-x4.mp4, audio kept.
-# Usage: scripts/demo.sh [INPUT] [OUTPUT]   (an existing OUTPUT is replaced)
+# Usage: scripts/demo.sh [INPUT] [OUTPUT] [upscale options, e.g. --source builtin]
+# (an existing OUTPUT is replaced)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
@@ -9,5 +10,5 @@ prepare_venv dev
 input=${1:-samples/sample.mp4}
 output=${2:-out/sample-x4.mp4}
 mkdir -p "$(dirname "$output")"
-vs-coreml-esrgan upscale "$input" "$output" --force
+vs-coreml-esrgan upscale "$input" "$output" --force "${@:3}"
 echo "Done: $output"

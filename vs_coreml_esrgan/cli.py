@@ -209,7 +209,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     from .job.media import JobError
-    from .job.run import JobRequest, describe, plan_job, run_job
+    from .job.plan import JobRequest, plan_job
+    from .job.run import Interrupted, describe, run_job, stop_on_signals
     from .job.script import UpscaleOptions
 
     request = JobRequest(
@@ -217,23 +218,29 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         upscale=UpscaleOptions(model=args.model, tile=args.tile, overlap=args.overlap,
                                backend=args.backend),
         encoder=args.encoder, crf=args.crf, preset=args.preset, bits=args.bit_depth,
-        start=args.start, end=args.end, chunks=args.chunks, force=args.force)
+        start=args.start, end=args.end, chunks=args.chunks, force=args.force,
+        source_filter=args.source)
+    kept = " (finished segments are kept: rerun the same command to resume)" \
+        if args.chunks > 1 else ""
     try:
-        job = plan_job(request)
-        if args.print:
-            print(describe(job), end="")
-            return 0
-        processed, reused = run_job(job, warn=lambda m: print(f"{PROG}: warning: {m}",
-                                                              file=sys.stderr))
+        with stop_on_signals():
+            job = plan_job(request)
+            if args.print:
+                print(describe(job), end="")
+                return 0
+            processed, reused = run_job(job, warn=lambda m: print(f"{PROG}: warning: {m}",
+                                                                  file=sys.stderr))
     except JobError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        kept = " (finished segments are kept: rerun the same command to resume)" \
-            if args.chunks > 1 else ""
         print(f"{PROG}: interrupted; nothing was written to {args.output}{kept}",
               file=sys.stderr)
         return 130
+    except Interrupted as stop:
+        print(f"{PROG}: stopped by {stop}; nothing was written to {args.output}{kept}",
+              file=sys.stderr)
+        return 128 + stop.signum
     print(f"{args.output}: {job.frames} frames ({processed} processed now"
           + (f", {reused} segments reused" if reused else "") + ")")
     return 0
@@ -273,18 +280,23 @@ def build_parser() -> argparse.ArgumentParser:
     job = commands.add_parser("upscale", help="upscale a video file, audio and subtitles "
                               "kept (vspipe | ffmpeg)")
     job.add_argument("input")
-    job.add_argument("output", help=".mkv, .mp4, .mov or .m4v (never overwritten without "
-                     "--force)")
+    job.add_argument("output", help=".mkv, .mp4, .mov, .m4v or .webm (never overwritten "
+                     "without --force)")
     job.add_argument("--model", help="model name or file (default realesr-animevideov3)")
     job.add_argument("--tile", type=_tile, help="W or WxH (default: planned per frame size)")
     job.add_argument("--overlap", type=int, default=16)
     job.add_argument("--backend", choices=("auto", "torch", "coreml", "mil"), default="auto")
-    job.add_argument("--encoder", choices=("x264", "x265", "av1", "prores", "ffv1"),
-                     default="x264")
-    job.add_argument("--crf", type=int, help="quality (x264 16, x265 18, av1 28 by default)")
+    job.add_argument("--encoder", choices=("x264", "x265", "av1", "vp9", "prores", "ffv1"),
+                     help="default x264 (.webm: vp9)")
+    job.add_argument("--crf", type=int, help="quality (x264 16, x265 18, av1 28, vp9 30 by "
+                     "default; prores and ffv1 have none)")
     job.add_argument("--preset", help="encoder preset, e.g. slow")
-    job.add_argument("--bit-depth", type=int, choices=(8, 10),
-                     help="default 8 (prores: 10)")
+    job.add_argument("--bit-depth", type=int, choices=(8, 10, 12, 16),
+                     help="default: the source's where the encoder takes it (HDR: 10 at "
+                     "least; prores: 10)")
+    job.add_argument("--source", choices=("auto", "bs", "ffms2", "lsmas", "builtin"),
+                     default="auto", help="source filter: auto takes bestsource, ffms2 or "
+                     "lsmas when installed, else the built-in one (PyAV, no plugin)")
     job.add_argument("--start", type=int, help="first frame (default 0)")
     job.add_argument("--end", type=int, help="last frame, inclusive (default: the last)")
     job.add_argument("--chunks", type=int, default=1, help="encode in N resumable segments")

@@ -3,208 +3,164 @@ progress bar, an atomic output and optional resumable segments."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import re
 import shlex
-import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
-from .media import (
-    CONTAINERS,
-    JobError,
-    SourceInfo,
-    Stream,
-    find_ffmpeg,
-    probe_source,
-    probe_streams,
-    source_filters,
-    stream_maps,
-    video_filter,
-)
-from .script import ENCODERS, PRESET_ENCODERS, UpscaleOptions, render_script
+from .media import JobError, Stream, probe_media, stream_maps
+from .plan import Job
 
 Warn = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class JobRequest:
-    source: Path
-    output: Path
-    upscale: UpscaleOptions
-    encoder: str = "x264"
-    crf: int | None = None
-    preset: str | None = None
-    bits: int | None = None  # None: 8, or the encoder's only depth (prores: 10)
-    start: int | None = None
-    end: int | None = None  # inclusive
-    chunks: int = 1
-    force: bool = False
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP arrived: handled like Ctrl-C (a BaseException, so cleanup code
+    that catches Exception does not swallow it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
-@dataclass(frozen=True)
-class Job:
-    request: JobRequest
-    ffmpeg: str
-    vspipe: str
-    info: SourceInfo
-    streams: list[Stream]
-    script: str
-    first: int
-    last: int
-    video_args: list[str]
-    warnings: list[str] = field(default_factory=list)
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into :class:`Interrupted` while the job runs (main thread
+    only). A SIGHUP that was ignored when we started (``nohup``) stays ignored."""
+    def handler(signum: int, _frame) -> None:
+        raise Interrupted(signum)
 
-    @property
-    def frames(self) -> int:
-        return self.last - self.first + 1
-
-
-def plan_job(request: JobRequest) -> Job:
-    """Check everything a job needs before any work starts. Raises JobError."""
-    source, output = request.source, request.output
-    if not source.is_file():
-        raise JobError(f"input {source} does not exist")
-    if output.suffix.lower() not in CONTAINERS:
-        raise JobError(f"output must end in {', '.join(CONTAINERS)}; got {output.name}")
-    if output.exists() and not request.force:
-        raise JobError(f"{output} exists; pass --force to replace it")
-    if output.resolve() == source.resolve():
-        raise JobError("output and input are the same file")
-    encoder = ENCODERS.get(request.encoder)
-    if encoder is None:
-        raise JobError(f"encoder must be one of {', '.join(ENCODERS)}, got {request.encoder}")
-    bits = request.bits or min(encoder.formats)
-    if bits not in encoder.formats:
-        raise JobError(f"encoder {request.encoder} takes bit depth "
-                       f"{' or '.join(map(str, encoder.formats))}, not {bits}")
-    if request.chunks < 1:
-        raise JobError(f"--chunks must be at least 1, got {request.chunks}")
-    _check_model(request.upscale.model)
-    ffmpeg = find_ffmpeg()
-    vspipe = _find_vspipe()
-    streams = probe_streams(ffmpeg, source)
-    namespaces = source_filters()
-    if not namespaces:
-        raise JobError("no VapourSynth source filter is installed: pip install "
-                       "vapoursynth-bestsource (or install ffms2 or lsmas)")
-    info = probe_source(namespaces[0], source.resolve())
-    first = request.start or 0
-    last = info.num_frames - 1 if request.end is None else request.end
-    if not 0 <= first <= last < info.num_frames:
-        raise JobError(f"frame range {first}-{last} is outside the input's 0-"
-                       f"{info.num_frames - 1}")
-    script = render_script(source.resolve(), namespaces[0], request.upscale,
-                           encoder.formats[bits])
-    video = ["-vf", video_filter(info), "-c:v", encoder.codec, *encoder.extra]
-    crf = request.crf if request.crf is not None else encoder.default_crf
-    if crf is not None:
-        video += [*encoder.quality, str(crf)]
-    elif request.crf is not None:
-        raise JobError(f"encoder {request.encoder} has no --crf")
-    if request.preset:
-        if request.encoder not in PRESET_ENCODERS:
-            raise JobError(f"encoder {request.encoder} has no --preset")
-        video += ["-preset", request.preset]
-    _, warnings = stream_maps(streams, output)
-    return Job(request, ffmpeg, vspipe, info, streams, script, first, last, video, warnings)
-
-
-def _check_model(model: str | None) -> None:
-    from ..catalogue import DEFAULT_MODEL, is_model_name, resolve_model
-    from ..network_spec import ModelError
-
+    previous = {}
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        if number == signal.SIGHUP and signal.getsignal(number) is signal.SIG_IGN:
+            continue
+        previous[number] = signal.signal(number, handler)
     try:
-        if model is None or is_model_name(model):
-            resolve_model(model or DEFAULT_MODEL)
-        elif not Path(model).exists():
-            raise JobError(f"model {model} does not exist")
-    except ModelError as exc:
-        raise JobError(str(exc)) from None
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
-def _find_vspipe() -> str:
-    beside = Path(sys.executable).parent / "vspipe"
-    found = str(beside) if beside.is_file() else shutil.which("vspipe")
-    if not found:
-        raise JobError("vspipe not found: pip install vapoursynth (it brings vspipe)")
-    return found
+def vspipe_environment() -> dict[str, str]:
+    """The environment vspipe runs in: VSScript configures itself by running
+    ``vapoursynth config`` from PATH, so this Python's scripts directory comes first."""
+    env = dict(os.environ)
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")])
+    return env
 
 
-def _time(frame: int, fps: Fraction) -> str:
-    return f"{float(frame / fps):.6f}"
+def seconds(value: Fraction) -> str:
+    return f"{float(value):.6f}"
 
 
 @dataclass(frozen=True)
-class _Companion:
-    """Where the non-video streams come from: the source, or for a frame range, a cut of
-    its audio, subtitles and attachments (``-ss``/``-t`` as output options: as input
-    options with stream copy, ffmpeg keeps pre-roll packets that Matroska then shifts to
-    the start, desynchronising the audio)."""
+class Companion:
+    """Where the non-video streams come from (the source, or for a frame range a cut of
+    it), and where the video's first frame sits on that file's timeline, in seconds from
+    its start (negative: before it)."""
 
     path: Path
     streams: list[Stream]
+    video_offset: Fraction
 
     def maps(self, output: Path) -> list[str]:
         return stream_maps(self.streams, output)[0]
 
+    def input(self) -> list[str]:
+        """ffmpeg's options reading the file; when the video starts before its streams,
+        they are moved later instead (keeping the video at 0)."""
+        shift = ["-itsoffset", seconds(-self.video_offset)] if self.video_offset < 0 else []
+        return [*shift, "-i", str(self.path)]
 
-def _is_range(job: Job) -> bool:
-    return job.first > 0 or job.last < job.info.num_frames - 1
+
+def encode_args(job: Job, offset: Fraction) -> list[str]:
+    """The video's ffmpeg options, placing its first frame ``offset`` seconds in (when
+    positive). The shift is made in a fine time base: ``-itsoffset`` on the pipe would be
+    rounded to whole frames (the y4m demuxer counts time in frames)."""
+    if offset <= 0:
+        return job.video_args
+    fps = job.info.fps
+    tick = Fraction(fps.denominator, fps.numerator * 1000)  # frames stay on exact ticks
+    base = f"{tick.numerator}/{tick.denominator}"
+    return ["-vf", f"settb={base},setpts=PTS+{seconds(offset)}/TB,{job.filters}",
+            "-fps_mode", "vfr", "-enc_time_base:v", base, *job.codec_args]
 
 
-def _cut_command(job: Job, target: Path) -> list[str]:
+def _carried(job: Job) -> list[Stream]:
+    return [s for s in job.media.streams if s.kind in ("audio", "subtitle", "attachment")]
+
+
+def cut_command(job: Job, target: Path) -> list[str]:
+    """Cut the audio, subtitles and attachments to the frame range (``-ss``/``-t`` as output
+    options: as input options with stream copy, ffmpeg keeps pre-roll packets that
+    Matroska then shifts to the start, desynchronising the audio)."""
+    length = job.index.seconds(job.last + 1) - job.index.seconds(job.first)
     return [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
             "-i", str(job.request.source), "-map", "0:a?", "-map", "0:s?", "-map", "0:t?",
-            "-c", "copy", "-ss", _time(job.first, job.info.fps),
-            "-t", _time(job.frames, job.info.fps), str(target)]
+            "-c", "copy", "-ss", seconds(job.video_start()), "-t", seconds(length),
+            str(target)]
 
 
-def _companion(job: Job, work: Path) -> _Companion:
-    carried = [s for s in job.streams if s.kind in ("audio", "subtitle", "attachment")]
-    if not _is_range(job) or not carried:
-        return _Companion(job.request.source, carried)
+def companion(job: Job, work: Path) -> Companion:
+    carried = _carried(job)
+    if not job.is_range or not carried:
+        return Companion(job.request.source, carried, job.video_start())
     target = work / "streams.mkv"
-    result = subprocess.run(_cut_command(job, target), capture_output=True, text=True,
+    result = subprocess.run(cut_command(job, target), capture_output=True, text=True,
                             errors="replace")
     if result.returncode != 0:
         raise JobError(f"ffmpeg could not cut the audio and subtitles to frames "
                        f"{job.first}-{job.last}:\n{result.stderr.strip()[-4000:]}")
     try:
-        streams = probe_streams(job.ffmpeg, target, need_video=False)
+        cut = probe_media(target, need_video=False)
     except JobError:
-        streams = []
-    return _Companion(target, streams)
+        return Companion(target, [], Fraction(0))
+    # The cut starts at the first frame's time; its own first packet may start a little
+    # later, and ffmpeg measures the file from there.
+    return Companion(target, cut.streams, -cut.start)
 
 
-def _partial(path: Path) -> Path:
+def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+def pipe_input() -> list[str]:
+    return ["-f", "yuv4mpegpipe", "-i", "-"]
+
+
+def vspipe_command(job: Job, script: str, first: int, last: int, index: str | None,
+                   progress: bool) -> list[str]:
+    args = ["-a", f"index={index}"] if index and job.info.namespace == "builtin" else []
+    return [job.vspipe, "-c", "y4m", *(["-p"] if progress else []), *args,
+            "-s", str(first), "-e", str(last), script, "-"]
 
 
 def describe(job: Job, script_path: str = "upscale.vpy") -> str:
     """The script and the exact shell commands a straight (unchunked) run executes."""
     out = job.request.output
-    if _is_range(job):  # the cut holds audio, then subtitles, then attachments
+    if job.is_range:  # the cut holds audio, then subtitles, then attachments
         kinds = ("audio", "subtitle", "attachment")
-        ordered = sorted((s for s in job.streams if s.kind in kinds),
-                         key=lambda s: kinds.index(s.kind))
-        companion = _Companion(Path("streams.mkv"), [replace(s, index=i)
-                                                     for i, s in enumerate(ordered)])
+        ordered = sorted(_carried(job), key=lambda s: kinds.index(s.kind))
+        comp = Companion(Path("streams.mkv"), [replace(s, index=i)
+                                               for i, s in enumerate(ordered)], Fraction(0))
+        cut = f"{shlex.join(cut_command(job, comp.path))}\n"
     else:
-        companion = _Companion(job.request.source, job.streams)
-    vspipe = [job.vspipe, "-c", "y4m", "-s", str(job.first), "-e", str(job.last),
-              script_path, "-"]
-    ffmpeg = [job.ffmpeg, "-hide_banner", "-nostdin", "-f", "yuv4mpegpipe", "-i", "-",
-              "-i", str(companion.path), "-map", "0:v", *companion.maps(out),
-              *job.video_args, str(out)]
-    cut = (f"{shlex.join(_cut_command(job, companion.path))}\n" if _is_range(job) else "")
+        comp, cut = Companion(job.request.source, job.media.streams, job.video_start()), ""
+    vspipe = vspipe_command(job, script_path, job.first, job.last, None, False)
+    ffmpeg = [job.ffmpeg, "-hide_banner", "-nostdin", *pipe_input(), *comp.input(),
+              "-map", "0:v", *comp.maps(out), *encode_args(job, comp.video_offset),
+              str(out)]
     return (f"# {script_path}\n{job.script}\n# pipeline\n{cut}{shlex.join(vspipe)} \\\n  | "
             f"{shlex.join(ffmpeg)}\n")
 
@@ -212,7 +168,10 @@ def describe(job: Job, script_path: str = "upscale.vpy") -> str:
 class _Progress:
     """Reads vspipe's ``-p`` output, drives a tqdm bar, keeps the rest for errors."""
 
-    _FRAME = re.compile(rb"Frame: (\d+)/(\d+)")
+    _FRAME = re.compile(rb"Frame: (\d+)/(\d+)(?: \([^)]*\))?")
+    # vspipe's own progress and timing lines: not part of an error message
+    _CHATTER = re.compile(rb"^(Script evaluation done in|Output \d+ frames in|"
+                          rb"Information: .* index progress)")
 
     def __init__(self, bar) -> None:
         self.bar = bar
@@ -236,23 +195,26 @@ class _Progress:
                 self.bar.update(done - self.done)
             self.done = max(self.done, done)
             line = self._FRAME.sub(b"", line)
-        if line.strip():
+        if line.strip() and not self._CHATTER.match(line.strip()):
             self.text += line + b"\n"
 
 
-def _pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str],
-          bar) -> int:
+def pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str], bar
+         ) -> int:
     """Run ``vspipe -s first -e last | ffmpeg ... ffmpeg_tail``; returns frames written.
-    On failure or interruption both processes are stopped and JobError is raised."""
-    vspipe_cmd = [job.vspipe, "-c", "y4m", "-p", "-s", str(first), "-e", str(last),
-                  str(script), "-"]
+    On failure or interruption both processes are stopped and JobError is raised (or the
+    interruption re-raised)."""
+    index = script.with_name("index.json")
+    vspipe_cmd = vspipe_command(job, str(script), first, last, str(index), True)
     ffmpeg_cmd = [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-                  "-f", "yuv4mpegpipe", "-i", "-", *ffmpeg_tail]
-    vspipe = subprocess.Popen(vspipe_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                  *pipe_input(), *ffmpeg_tail]
+    vspipe = subprocess.Popen(vspipe_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=vspipe_environment())
     try:
         ffmpeg = subprocess.Popen(ffmpeg_cmd, stdin=vspipe.stdout, stderr=subprocess.PIPE)
-    except OSError:
+    except BaseException:
         vspipe.kill()
+        vspipe.wait()
         raise
     vspipe.stdout.close()  # ffmpeg holds the pipe now; vspipe sees it close if ffmpeg dies
     progress = _Progress(bar)
@@ -266,13 +228,7 @@ def _pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str],
         ffmpeg_status = ffmpeg.wait()
         vspipe_status = vspipe.wait()
     except BaseException:
-        for process in (vspipe, ffmpeg):
-            process.terminate()
-        for process in (vspipe, ffmpeg):
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop(vspipe, ffmpeg)
         raise
     reader.join()
     ffmpeg_reader.join()
@@ -290,12 +246,27 @@ def _pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str],
     return last - first + 1
 
 
+def _stop(*processes: subprocess.Popen) -> None:
+    """Terminate, then kill what is still running after 10 s; never leaves one behind."""
+    for process in processes:
+        with contextlib.suppress(OSError):
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def run_job(job: Job, *, warn: Warn, show_progress: bool = True) -> tuple[int, int]:
     """Run a planned job. Returns (frames processed now, segments reused).
 
     Nothing appears at the output path unless the whole job succeeded; with chunks,
     finished segments are kept beside the output so a rerun resumes.
     """
+    from .segments import run_chunked
+
     for message in job.warnings:
         warn(message)
     if job.request.force and job.request.output.exists():
@@ -303,99 +274,29 @@ def run_job(job: Job, *, warn: Warn, show_progress: bool = True) -> tuple[int, i
     with tempfile.TemporaryDirectory(prefix="vs-coreml-esrgan-") as work:
         script = Path(work) / "upscale.vpy"
         script.write_text(job.script)
+        job.index.save(Path(work) / "index.json")
         with _bar(job, show_progress) as bar:
             if job.request.chunks == 1:
                 return _run_straight(job, script, bar), 0
-            return _run_chunked(job, script, bar, warn)
+            return run_chunked(job, script, bar, warn)
 
 
 def _bar(job: Job, show: bool):
     from tqdm import tqdm
 
     return tqdm(total=job.frames, unit="frame", desc="upscaling", dynamic_ncols=True,
-                disable=None if show else True, smoothing=0.1)
+                disable=None if show else True, smoothing=0.1, leave=False)
 
 
 def _run_straight(job: Job, script: Path, bar) -> int:
     output = job.request.output
-    partial = _partial(output)
-    companion = _companion(job, script.parent)
-    tail = ["-i", str(companion.path), "-map", "0:v", *companion.maps(output),
-            *job.video_args, str(partial)]
+    partial = partial_path(output)
+    comp = companion(job, script.parent)
+    tail = [*comp.input(), "-map", "0:v", *comp.maps(output),
+            *encode_args(job, comp.video_offset), str(partial)]
     try:
-        frames = _pipe(job, script, job.first, job.last, tail, bar)
+        frames = pipe(job, script, job.first, job.last, tail, bar)
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
     return frames
-
-
-def segments(first: int, last: int, chunks: int) -> list[tuple[int, int]]:
-    """Split [first, last] into ``chunks`` contiguous, non-empty, in-order ranges."""
-    total = last - first + 1
-    chunks = min(chunks, total)
-    bounds = [first + round(k * total / chunks) for k in range(chunks + 1)]
-    return [(bounds[k], bounds[k + 1] - 1) for k in range(chunks)]
-
-
-def _run_chunked(job: Job, script: Path, bar, warn: Warn) -> tuple[int, int]:
-    output = job.request.output
-    parts = output.with_name(f".{output.name}.parts")
-    ranges = segments(job.first, job.last, job.request.chunks)
-    manifest = {"source": str(job.request.source.resolve()),
-                "source_size": job.request.source.stat().st_size,
-                "script": job.script, "video": job.video_args, "segments": ranges}
-    recorded = parts / "job.json"
-    if parts.is_dir():
-        try:
-            same = json.loads(recorded.read_text()) == json.loads(json.dumps(manifest))
-        except (OSError, ValueError):
-            same = False
-        if not same:
-            if not job.request.force:
-                raise JobError(f"{parts} holds segments of a different job; rerun with the "
-                               "same options, or pass --force to start over")
-            shutil.rmtree(parts)
-    parts.mkdir(exist_ok=True)
-    recorded.write_text(json.dumps(manifest))
-    processed = reused = 0
-    files = []
-    for index, (first, last) in enumerate(ranges):
-        segment = parts / f"{index:05d}.mkv"
-        files.append(segment)
-        if segment.is_file():
-            reused += 1
-            if bar is not None:
-                bar.update(last - first + 1)
-            continue
-        partial = _partial(segment)
-        try:
-            processed += _pipe(job, script, first, last, ["-map", "0:v", *job.video_args,
-                                                          str(partial)], bar)
-            os.replace(partial, segment)
-        finally:
-            partial.unlink(missing_ok=True)
-    if reused:
-        warn(f"resumed: {reused} of {len(ranges)} segments were already done")
-    _join(job, files, parts, _companion(job, script.parent))
-    shutil.rmtree(parts, ignore_errors=True)
-    return processed, reused
-
-
-def _join(job: Job, files: list[Path], parts: Path, companion: _Companion) -> None:
-    """Concatenate segments losslessly and add the source's other streams."""
-    listing = parts / "segments.txt"
-    listing.write_text("".join(f"file '{f.resolve()}'\n" for f in files))
-    output = job.request.output
-    partial = _partial(output)
-    command = [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-               "-f", "concat", "-safe", "0", "-i", str(listing), "-i", str(companion.path),
-               "-map", "0:v", *companion.maps(output), "-c:v", "copy", str(partial)]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, errors="replace")
-        if result.returncode != 0:
-            raise JobError(f"ffmpeg could not join the segments (exit {result.returncode}):\n"
-                           f"{result.stderr.strip()[-4000:]}")
-        os.replace(partial, output)
-    finally:
-        partial.unlink(missing_ok=True)

@@ -5,30 +5,72 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .media import source_call
+from .signal import Signal
+
+SOURCES = ("auto", "bs", "ffms2", "lsmas", "builtin")
 
 
 @dataclass(frozen=True)
 class Encoder:
-    """How one ``--encoder`` choice encodes: ffmpeg codec options and the VapourSynth
-    format the script hands it (``bits`` -> format name)."""
+    """How one ``--encoder`` choice encodes: the ffmpeg codec and its options, and the
+    chroma layouts ("420", "422", "444", "gray") and bit depths it takes from a y4m pipe."""
 
     codec: str
-    formats: dict[int, str]
+    layouts: tuple[str, ...]
+    depths: tuple[int, ...]
     quality: tuple[str, ...]  # options before the CRF value, e.g. ("-crf",)
     default_crf: int | None
     extra: tuple[str, ...] = ()
+    containers: tuple[str, ...] = (".mkv", ".mp4", ".mov", ".m4v")
 
 
 ENCODERS = {
-    "x264": Encoder("libx264", {8: "YUV420P8", 10: "YUV420P10"}, ("-crf",), 16),
-    "x265": Encoder("libx265", {8: "YUV420P8", 10: "YUV420P10"}, ("-crf",), 18),
-    "av1": Encoder("libsvtav1", {8: "YUV420P8", 10: "YUV420P10"}, ("-crf",), 28),
-    "prores": Encoder("prores_ks", {10: "YUV422P10"}, (), None, ("-profile:v", "3")),
-    "ffv1": Encoder("ffv1", {8: "YUV420P8", 10: "YUV420P10"}, (), None,
-                    ("-level", "3", "-g", "1")),
+    "x264": Encoder("libx264", ("420", "422", "444", "gray"), (8, 10), ("-crf",), 16),
+    "x265": Encoder("libx265", ("420", "422", "444", "gray"), (8, 10, 12), ("-crf",), 18),
+    "av1": Encoder("libsvtav1", ("420",), (8, 10), ("-crf",), 28,
+                   containers=(".mkv", ".mp4", ".mov", ".m4v", ".webm")),
+    "vp9": Encoder("libvpx-vp9", ("420", "422", "444"), (8, 10, 12), ("-b:v", "0", "-crf"),
+                   30, containers=(".mkv", ".mp4", ".webm")),
+    "prores": Encoder("prores_ks", ("422", "444"), (10,), (), None, ("-profile:v", "3"),
+                      containers=(".mkv", ".mov")),
+    "ffv1": Encoder("ffv1", ("420", "422", "444", "gray"), (8, 10, 12, 16), (), None,
+                    ("-level", "3", "-g", "1"), containers=(".mkv",)),
 }
 PRESET_ENCODERS = {"x264", "x265", "av1"}
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    layout: str  # "420", "422", "444" or "gray"
+    bits: int
+
+    @property
+    def vs_name(self) -> str:
+        if self.layout == "gray":
+            return f"GRAY{self.bits}"
+        return f"YUV{self.layout}P{self.bits}"
+
+
+def source_layout(format_name: str) -> str:
+    """The chroma layout of a VapourSynth format name (RGB counts as 4:4:4)."""
+    if format_name.startswith("GRAY"):
+        return "gray"
+    if format_name.startswith("RGB"):
+        return "444"
+    return next((k for k in ("420", "422", "444") if k in format_name), "420")
+
+
+def choose_format(encoder: Encoder, layout: str, bits: int, requested_bits: int | None
+                  ) -> OutputFormat:
+    """The source's layout and depth where the encoder takes them, else the nearest it
+    does: 4:2:2/4:4:4 fall back to 4:2:0 (4:2:2 for ProRes), gray to 4:2:0; the depth to
+    the smallest supported one at least as deep, else the deepest."""
+    if layout not in encoder.layouts:
+        layout = "422" if "420" not in encoder.layouts else "420"
+    if requested_bits is not None:
+        return OutputFormat(layout, requested_bits)
+    deeper = [d for d in encoder.depths if d >= bits]
+    return OutputFormat(layout, min(deeper) if deeper else max(encoder.depths))
 
 
 @dataclass(frozen=True)
@@ -39,25 +81,51 @@ class UpscaleOptions:
     backend: str
 
 
+def source_call(namespace: str, path: Path) -> str:
+    """Python expression opening ``path`` in a generated script. The built-in source takes
+    the index the job wrote (``vspipe -a index=FILE``), or builds its own."""
+    if namespace == "builtin":
+        return f"source({str(path)!r}, index=globals().get('index'))"
+    function = {"bs": "bs.VideoSource", "ffms2": "ffms2.Source",
+                "lsmas": "lsmas.LWLibavSource"}[namespace]
+    return f"core.{function}({str(path)!r})"
+
+
 def render_script(source: Path, namespace: str, options: UpscaleOptions,
-                  output_format: str) -> str:
+                  output: OutputFormat, signal: Signal, *, set_matrix: bool,
+                  rgb_source: bool, gray_source: bool = False) -> str:
     """The ``.vpy`` text. It uses the ``coreml_esrgan`` namespace when VapourSynth has it
-    and the Python API otherwise (development checkouts)."""
+    and the Python API otherwise (development checkouts). ``set_matrix``: the source is
+    untagged, so the script tags it with the matrix ``signal`` names before upscaling."""
     kwargs = {"model": options.model, "overlap": options.overlap, "backend": options.backend}
     if options.tile:
         kwargs["tile"] = list(options.tile)
     arguments = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v is not None)
+    imports = "from vs_coreml_esrgan import source\n" if namespace == "builtin" else ""
+    if gray_source:  # a matrix on one plane makes resize refuse the gray -> RGB step
+        tag = 'clip = core.std.RemoveFrameProps(clip, "_Matrix")\n'
+    elif set_matrix:
+        tag = (f"clip = core.std.SetFrameProps(clip, _Matrix={signal.matrix})  # untagged: "
+               f"{'SD' if signal.matrix == 6 else 'HD'} convention\n")
+    else:
+        tag = ""
+    if rgb_source and output.layout != "gray":
+        convert = f', matrix_s="{signal.resize_matrix}", range_s="limited"'
+    elif rgb_source:
+        convert = ', matrix_s="709", range_s="limited"'
+    else:
+        convert = ""
     return f'''# Written by vs-coreml-esrgan upscale.
 import vapoursynth as vs
-
+{imports}
 core = vs.core
 clip = {source_call(namespace, source)}
-if hasattr(core, "coreml_esrgan"):
+{tag}if hasattr(core, "coreml_esrgan"):
     clip = core.coreml_esrgan.Upscale(clip, {arguments})
 else:
     from vs_coreml_esrgan import upscale
 
     clip = upscale(clip, {arguments})
-clip = core.resize.Bicubic(clip, format=vs.{output_format}, dither_type="error_diffusion")
+clip = core.resize.Bicubic(clip, format=vs.{output.vs_name}, dither_type="error_diffusion"{convert})
 clip.set_output()
 '''

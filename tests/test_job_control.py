@@ -1,0 +1,184 @@
+"""The job under stop signals, resumption with other weights, and checks that must come
+before vspipe and ffmpeg start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compact, random_network
+from media_files import CLI, VIDEO, ffmpeg, job
+
+from vs_coreml_esrgan.job.run import _Progress
+from vs_coreml_esrgan.job.segments import concat_line
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "sample.mp4"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "x2.pth"
+    torch.save(random_network(compact(scale=2, num_conv=8, num_feat=48)).state_dict(), path)
+    return path
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _ignore_sigint() -> None:
+    """A shell's background job: SIGINT ignored, inherited by everything it starts."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, "the job ended before it could be stopped"
+        assert time.monotonic() < deadline, "timed out waiting for the job"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes in /proc")
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_stop_signal_ends_both_processes_and_leaves_nothing(model, tmp_path, number):
+    out = tmp_path / "out.mp4"
+    work = tmp_path / "tmp"
+    work.mkdir()
+    env = dict(os.environ, TMPDIR=str(work))
+    process = subprocess.Popen([CLI, "upscale", str(SAMPLE), str(out), "--model", str(model)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env, preexec_fn=_ignore_sigint)
+    _wait_for(lambda: (tmp_path / ".out.partial.mp4").exists(), process)
+    children = _children(process.pid)
+    assert len(children) >= 2  # vspipe and ffmpeg
+    process.send_signal(number)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + number
+    assert f"stopped by {signal.Signals(number).name}; nothing was written" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
+    assert list(work.iterdir()) == []  # the temporary directory is gone
+    assert not any(_alive(pid) for pid in children)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes in /proc")
+def test_killing_vspipe_leaves_no_vspipe_running(model, tmp_path):
+    out = tmp_path / "out.mkv"
+    process = subprocess.Popen([CLI, "upscale", str(SAMPLE), str(out), "--model", str(model)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (tmp_path / ".out.partial.mkv").exists(), process)
+    vspipe = [pid for pid in _children(process.pid)
+              if b"vspipe" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]]
+    assert len(vspipe) == 1
+    descendants = _children(vspipe[0])  # a wrapper's real vspipe would be here
+    os.kill(vspipe[0], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1 and "vspipe failed" in stderr
+    assert not any(_alive(pid) for pid in descendants)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_resume_refuses_segments_made_with_other_weights(model, tmp_path):
+    source = tmp_path / "in.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.4", "-c:v", "libx264", source)
+    weights = tmp_path / "model.pth"
+    weights.write_bytes(model.read_bytes())
+    out = tmp_path / "out.mkv"
+    command = [CLI, "upscale", str(source), str(out), "--model", str(weights), "--chunks",
+               "2", "--encoder", "ffv1"]
+    parts = tmp_path / ".out.mkv.parts"
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                           signal.SIG_DFL))
+    _wait_for(lambda: (parts / "00000.mkv").exists(), process)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert json.loads((parts / "job.json").read_text())["model_sha256"]
+    other = random_network(compact(scale=2, num_conv=8, num_feat=48), seed=1)
+    torch.save(other.state_dict(), weights)  # same path, other weights
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1
+    assert "made with other model weights" in result.stderr and "--force" in result.stderr
+    assert (parts / "00000.mkv").exists() and not out.exists()
+    result = subprocess.run([*command, "--force"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "resumed" not in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--encoder", "prores", "--crf", "20"), "encoder prores is not set by quality"),
+    (("--encoder", "ffv1", "--crf", "20"), "encoder ffv1 is not set by quality"),
+    (("--overlap", "-1"), "--overlap must be 0 or more, got -1"),
+    (("--backend", "coreml"), "--backend coreml needs macOS"),
+])
+def test_bad_options_reported_before_work(model, tmp_path, args, message):
+    if "coreml" in args and os.uname().sysname == "Darwin":
+        pytest.skip("Core ML runs on macOS")
+    out = tmp_path / ("out.mov" if "prores" in args else "out.mkv")
+    result = job(SAMPLE, out, "--model", model, *args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "vspipe" not in result.stderr and "ffmpeg failed" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_paths_reported_before_work(model, tmp_path):
+    result = job(tmp_path, tmp_path / "o.mkv", "--model", model)
+    assert result.returncode == 1 and "is a directory; give a video file" in result.stderr
+    copy = tmp_path / "in.mp4"
+    copy.write_bytes(SAMPLE.read_bytes())
+    result = job(copy, copy, "--model", model)
+    assert result.returncode == 1 and "is the input file itself" in result.stderr
+    result = job(copy, tmp_path / "missing" / "o.mkv", "--model", model)
+    assert result.returncode == 1 and "directory" in result.stderr and \
+        "does not exist; create it first" in result.stderr
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"junk")
+    result = job(copy, tmp_path / "o.mkv", "--model", junk)
+    assert result.returncode == 1 and "the model cannot run" in result.stderr
+    assert "vspipe" not in result.stderr
+    assert copy.read_bytes() == SAMPLE.read_bytes()
+
+
+def test_errors_carry_no_progress_lines():
+    progress = _Progress(None)
+    progress._line(b"Script evaluation done in 1.52 seconds")
+    progress._line(b"Information: VideoSource track #0 index progress 75%")
+    progress._line(b"Frame: 3/48 (2.1 fps)Error: Failed to retrieve frame 4")
+    progress._line(b"Output 3 frames in 1.43 seconds (2.10 fps)")
+    assert progress.text.decode().strip() == "Error: Failed to retrieve frame 4"
+    assert progress.done == 3
+
+
+def test_concat_list_quotes_apostrophes(tmp_path):
+    line = concat_line(tmp_path / "Kiki's Delivery Service.mkv")
+    assert line == f"file '{tmp_path}/Kiki'\\''s Delivery Service.mkv'\n"

@@ -1,0 +1,264 @@
+"""The video job on files shaped like the ones people have: each made with ffmpeg, each
+output checked by decoding it (frame count, timestamps, A/V offset by content, tags)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compact, random_network
+from media_files import (
+    NOISE,
+    VIDEO,
+    audio_track,
+    av_offset,
+    environment_without_venv,
+    ffmpeg,
+    job,
+    stream_facts,
+    video_times,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """A tiny x2 network: these tests are about files, not speed."""
+    path = tmp_path_factory.mktemp("model") / "x2.pth"
+    torch.save(random_network(compact(scale=2, num_conv=2, num_feat=8)).state_dict(), path)
+    return path
+
+
+def _audio_led(directory: Path, suffix: str) -> Path:
+    """Audio from 0 s, video from 0.5 s (a remux or recording started mid-stream)."""
+    source = directory / f"audio-first{suffix}"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=2", "-f", "lavfi", "-i",
+           f"{NOISE}:duration=2.5", "-filter_complex", "[0:v]setpts=PTS+0.5/TB[v]",
+           "-map", "[v]", "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-c:a", "aac", "-b:a", "96k", source)
+    return source
+
+
+def _cut_mid_gop(directory: Path) -> Path:
+    """A transport stream cut in the middle of a group of pictures: its first packets
+    are frames a decoder cannot show, so the video starts after the audio."""
+    whole = directory / "whole.ts"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=4", "-f", "lavfi", "-i",
+           f"{NOISE}:duration=4", "-c:v", "libx264", "-g", "15", "-bf", "2",
+           "-pix_fmt", "yuv420p", "-c:a", "mp2", whole)
+    source = directory / "cut.ts"
+    ffmpeg("-ss", "0.75", "-i", whole, "-c", "copy", "-t", "2.5", source)
+    return source
+
+
+def _late_start(directory: Path) -> Path:
+    """A file whose timestamps start at 10 s, the audio 21 ms before the video."""
+    source = directory / "late.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=2", "-f", "lavfi", "-i",
+           f"{NOISE}:duration=2.1", "-filter_complex",
+           "[0:v]settb=1/1000,setpts=PTS+10.021/TB[v];[1:a]asetpts=PTS+10*SR[a]", "-map", "[v]",
+           "-map", "[a]", "-c:v", "libx264", "-enc_time_base:v", "1/1000", "-pix_fmt",
+           "yuv420p", "-c:a", "flac", source)
+    return source
+
+
+@pytest.mark.parametrize(("make", "suffix", "extra"), [
+    (lambda d: _audio_led(d, ".mkv"), ".mkv", ()),
+    (lambda d: _audio_led(d, ".mkv"), ".mp4", ("--source", "builtin")),
+    (_cut_mid_gop, ".mkv", ()),
+    (_late_start, ".mkv", ("--chunks", "2")),
+])
+def test_audio_keeps_its_offset_to_the_video(model, tmp_path, make, suffix, extra):
+    source = make(tmp_path)
+    out = tmp_path / f"out{suffix}"
+    result = job(source, out, "--model", model, "--encoder", "ffv1" if suffix == ".mkv"
+                 else "x264", *extra)
+    assert result.returncode == 0, result.stderr
+    reference = audio_track(source)
+    expected = av_offset(source, reference)
+    assert abs(expected) > 0.015  # the files really are offset
+    assert av_offset(out, reference) == pytest.approx(expected, abs=0.002)
+    assert len(video_times(out)) == len(video_times(source))
+
+
+def test_frame_range_keeps_the_offset(model, tmp_path):
+    source = _audio_led(tmp_path, ".mkv")
+    out = tmp_path / "part.mkv"
+    result = job(source, out, "--model", model, "--encoder", "ffv1", "--start", "5",
+                 "--end", "14")
+    assert result.returncode == 0, result.stderr
+    reference = audio_track(source)
+    assert av_offset(out, reference) == pytest.approx(av_offset(source, reference, 5),
+                                                      abs=0.002)
+    assert len(video_times(out)) == 10
+
+
+@pytest.mark.parametrize(("codec", "suffix", "pix_fmt"), [
+    ("qtrle", ".mov", "rgb24"), ("png", ".mov", "rgba"), ("gif", ".gif", "pal8")])
+def test_rgb_sources(model, tmp_path, codec, suffix, pix_fmt):
+    source = tmp_path / f"rgb{suffix}"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.5", "-c:v", codec, "-pix_fmt",
+           pix_fmt, source)
+    out = tmp_path / "out.mkv"
+    result = job(source, out, "--model", model)
+    assert result.returncode == 0, result.stderr
+    video = stream_facts(out)[0]
+    assert video["pix_fmt"] == "yuv444p" and video["width"] == 128
+    assert video["colorspace"] == 6 and video["range"] == 1  # SD: BT.601, limited
+    assert len(video_times(out)) == 5
+
+
+def test_pal_transfer_and_untagged_sd_matrix(model, tmp_path):
+    pal = tmp_path / "pal.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-vf", "setparams=color_trc=bt470bg"
+           ":color_primaries=bt470bg:colorspace=bt470bg", "-c:v", "libx264", "-pix_fmt",
+           "yuv420p", pal)
+    out = tmp_path / "pal-out.mkv"
+    assert job(pal, out, "--model", model).returncode == 0
+    video = stream_facts(out)[0]
+    assert (video["colorspace"], video["primaries"], video["transfer"]) == (5, 5, 5)
+
+    untagged = tmp_path / "untagged.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-c:v", "libx264", "-pix_fmt",
+           "yuv420p", untagged)
+    assert stream_facts(untagged)[0]["colorspace"] == 2
+    printed = job(untagged, tmp_path / "u.mkv", "--model", model, "--print").stdout
+    assert "SetFrameProps(clip, _Matrix=6)" in printed  # the filter converts as BT.601
+    out = tmp_path / "untagged-out.mkv"
+    assert job(untagged, out, "--model", model).returncode == 0
+    assert stream_facts(out)[0]["colorspace"] == 6  # what players assume for SD
+
+
+@pytest.mark.parametrize(("source_suffix", "audio", "out_suffix"), [
+    (".mov", "pcm_s16le", ".mov"), (".mkv", "mp2", ".mp4")])
+def test_audio_the_container_holds_is_kept(model, tmp_path, source_suffix, audio,
+                                           out_suffix):
+    source = tmp_path / f"in{source_suffix}"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.5", "-f", "lavfi", "-i",
+           f"{NOISE}:duration=0.5", "-c:v", "prores_ks" if source_suffix == ".mov"
+           else "libx264", "-c:a", audio, source)
+    out = tmp_path / f"out{out_suffix}"
+    result = job(source, out, "--model", model,
+                 *(["--encoder", "prores"] if out_suffix == ".mov" else []))
+    assert result.returncode == 0, result.stderr
+    kept = stream_facts(out)[1]
+    # mp4 names MPEG-1 audio layers 2 and 3 with one object type: it reads back as mp3
+    assert kept["type"] == "audio" and kept["codec"] in {audio, "mp3"}
+
+
+def test_relative_model_and_apostrophes_in_chunked_output(model, tmp_path):
+    (tmp_path / "x2.pth").write_bytes(model.read_bytes())
+    out = tmp_path / "Kiki's Delivery Service.mkv"
+    source = tmp_path / "It's a source.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.6", "-c:v", "libx264", source)
+    result = job(source.name, out.name, "--model", "x2.pth", "--chunks", "2",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(video_times(out)) == 6
+    assert not (tmp_path / f".{out.name}.parts").exists()
+
+
+def test_runs_from_full_path_without_venv_on_path(model, tmp_path):
+    env = environment_without_venv()
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")  # VapourSynth not configured yet
+    source = tmp_path / "in.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-c:v", "libx264", source)
+    out = tmp_path / "out.mkv"
+    result = job(source, out, "--model", model, env=env)
+    assert result.returncode == 0, result.stderr
+    assert len(video_times(out)) == 3
+
+
+def test_chroma_layout_and_depth_kept(model, tmp_path):
+    source = tmp_path / "444-10.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-c:v", "ffv1", "-pix_fmt",
+           "yuv444p10le", source)
+    out = tmp_path / "out.mkv"
+    assert job(source, out, "--model", model, "--encoder", "x265").returncode == 0
+    assert stream_facts(out)[0]["pix_fmt"] == "yuv444p10le"
+    gray = tmp_path / "gray.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-c:v", "ffv1", "-pix_fmt",
+           "gray", gray)
+    out = tmp_path / "gray-out.mkv"
+    result = job(gray, out, "--model", model, "--encoder", "ffv1")
+    assert result.returncode == 0, result.stderr
+    assert stream_facts(out)[0]["pix_fmt"] == "gray"
+
+
+def test_webm_with_opus_and_track_tags(model, tmp_path):
+    source = tmp_path / "tagged.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.5", "-f", "lavfi", "-i",
+           f"{NOISE}:duration=0.5", "-c:v", "libx264", "-c:a", "aac",
+           "-metadata:s:v:0", "language=jpn", "-metadata:s:v:0", "title=Main feature",
+           "-metadata:s:a:0", "language=fra", "-metadata:s:a:0", "title=Commentary", source)
+    for suffix in (".webm", ".mkv"):
+        out = tmp_path / f"out{suffix}"
+        result = job(source, out, "--model", model)
+        assert result.returncode == 0, result.stderr
+        video, audio = stream_facts(out)[:2]
+        assert video["codec"] == ("vp9" if suffix == ".webm" else "h264")
+        assert audio["codec"] == ("opus" if suffix == ".webm" else "aac")
+        assert video["metadata"]["language"] == "jpn"
+        assert video["metadata"]["title"] == "Main feature"
+        assert audio["metadata"]["title"] == "Commentary"
+
+
+def test_hdr_gets_ten_bits_or_a_clear_refusal(model, tmp_path):
+    source = tmp_path / "hdr.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-vf", "setparams=color_trc="
+           "smpte2084:color_primaries=bt2020:colorspace=bt2020nc", "-c:v", "libx265",
+           "-pix_fmt", "yuv420p10le", "-x265-params", "log-level=error", source)
+    refused = job(source, tmp_path / "8.mkv", "--model", model, "--bit-depth", "8")
+    assert refused.returncode == 1 and "HDR (PQ" in refused.stderr
+    out = tmp_path / "out.mkv"
+    result = job(source, out, "--model", model, "--encoder", "x265")
+    assert result.returncode == 0, result.stderr
+    video = stream_facts(out)[0]
+    assert video["pix_fmt"] == "yuv420p10le"
+    assert (video["primaries"], video["transfer"], video["colorspace"]) == (9, 16, 9)
+
+
+def test_interlaced_input_is_refused_before_work(model, tmp_path):
+    source = tmp_path / "dvd.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.4", "-c:v",
+           "mpeg2video", "-flags", "+ilme+ildct", "-field_order", "tt", "-vf",
+           "setfield=tff", source)
+    result = job(source, tmp_path / "out.mkv", "--model", model)
+    assert result.returncode == 1
+    assert "interlaced (top field first)" in result.stderr and "bwdif" in result.stderr
+    assert "vspipe" not in result.stderr
+    assert not (tmp_path / "out.mkv").exists()
+
+
+def test_sar_kept(model, tmp_path):
+    source = tmp_path / "anamorphic.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-vf", "setsar=32/27",
+           "-c:v", "libx264", source)
+    out = tmp_path / "out.mp4"
+    assert job(source, out, "--model", model, "--source", "builtin").returncode == 0
+    assert str(stream_facts(out)[0]["sar"]) == "32/27"
+
+
+def test_output_cannot_go_to_a_read_only_place(model, tmp_path):
+    source = tmp_path / "in.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.2", "-c:v", "libx264", source)
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc (a directory nobody can create files in)")
+    result = job(source, "/proc/out.mkv", "--model", model)
+    assert result.returncode == 1
+    assert "cannot write into the output's directory /proc" in result.stderr
+
+
+def test_variable_frame_rate_is_not_silent(model, tmp_path):
+    source = tmp_path / "vfr.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30:duration=1", "-vf",
+           "select='lt(n\\,10)+not(mod(n\\,2))'", "-fps_mode", "vfr", "-c:v", "libx264",
+           source)
+    out = tmp_path / "out.mkv"
+    result = job(source, out, "--model", model, "--source", "builtin")
+    assert result.returncode == 0, result.stderr
+    assert "warning: the input has a variable frame rate" in result.stderr
+    assert "move up to" in result.stderr
+    assert len(video_times(out)) == len(video_times(source)) == 20

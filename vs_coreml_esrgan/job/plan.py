@@ -1,0 +1,239 @@
+"""Planning a job: every check that can run before vspipe and ffmpeg start, and the
+script and ffmpeg options the run needs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+
+from .media import CONTAINERS, JobError, MediaInfo, find_ffmpeg, probe_media, stream_maps
+from .probe import SourceInfo, check_upscale, choose_source, probe_source
+from .script import (
+    ENCODERS,
+    PRESET_ENCODERS,
+    OutputFormat,
+    UpscaleOptions,
+    choose_format,
+    render_script,
+    source_layout,
+)
+from .signal import HDR_TRANSFERS, output_signal
+from .video_index import SourceError, VideoIndex, build_index
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    source: Path
+    output: Path
+    upscale: UpscaleOptions
+    encoder: str | None = None  # None: x264, or vp9 for .webm
+    crf: int | None = None
+    preset: str | None = None
+    bits: int | None = None  # None: the source's depth where the encoder takes it
+    start: int | None = None
+    end: int | None = None  # inclusive
+    chunks: int = 1
+    force: bool = False
+    source_filter: str = "auto"
+
+
+@dataclass(frozen=True)
+class Job:
+    request: JobRequest
+    ffmpeg: str
+    vspipe: str
+    info: SourceInfo
+    media: MediaInfo
+    index: VideoIndex
+    script: str
+    first: int
+    last: int
+    filters: str  # ffmpeg's -vf chain: tags (SAR, colour)
+    codec_args: list[str]  # encoder, quality, track tags
+    output_format: OutputFormat
+    model_digest: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def frames(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def video_args(self) -> list[str]:
+        """ffmpeg's options for the video from the pipe (a video starting at 0)."""
+        return ["-vf", self.filters, *self.codec_args]
+
+    @property
+    def is_range(self) -> bool:
+        return self.first > 0 or self.last < self.info.num_frames - 1
+
+    def video_start(self) -> Fraction:
+        """Where the first output frame sits on the input's timeline (seconds from the
+        file's start, as ffmpeg counts): audio that leads the video keeps its lead."""
+        return self.index.seconds(self.first) - self.media.start
+
+
+def plan_job(request: JobRequest) -> Job:
+    """Check everything a job needs before any work starts. Raises JobError."""
+    source, output = request.source, request.output
+    _check_paths(source, output, request.force)
+    name = request.encoder or ("vp9" if output.suffix.lower() == ".webm" else "x264")
+    request = replace(request, encoder=name)
+    encoder = ENCODERS.get(name)
+    if encoder is None:
+        raise JobError(f"encoder must be one of {', '.join(ENCODERS)}, got {name}")
+    if output.suffix.lower() not in encoder.containers:
+        raise JobError(f"encoder {request.encoder} cannot write {output.suffix} files; use "
+                       f"{', '.join(encoder.containers)}")
+    if request.bits is not None and request.bits not in encoder.depths:
+        raise JobError(f"encoder {request.encoder} takes bit depth "
+                       f"{' or '.join(map(str, encoder.depths))}, not {request.bits}")
+    if request.crf is not None and encoder.default_crf is None:
+        raise JobError(f"encoder {request.encoder} is not set by quality: it has no --crf "
+                       "(leave it out)")
+    if request.preset and request.encoder not in PRESET_ENCODERS:
+        raise JobError(f"encoder {request.encoder} has no --preset")
+    if request.chunks < 1:
+        raise JobError(f"--chunks must be at least 1, got {request.chunks}")
+    if request.upscale.overlap < 0:
+        raise JobError(f"--overlap must be 0 or more, got {request.upscale.overlap}")
+    upscale = _absolute_model(request.upscale)
+    ffmpeg = find_ffmpeg()
+    vspipe = find_vspipe()
+    media = probe_media(source)
+    try:
+        index = build_index(source)
+    except SourceError as exc:
+        raise JobError(str(exc)) from None
+    namespace = choose_source(request.source_filter)
+    info = probe_source(namespace, source.resolve(), index)
+    digest = check_upscale(upscale, info)
+    first = request.start or 0
+    last = info.num_frames - 1 if request.end is None else request.end
+    if not 0 <= first <= last < info.num_frames:
+        raise JobError(f"frame range {first}-{last} is outside the input's 0-"
+                       f"{info.num_frames - 1}")
+    warnings = []
+    if info.num_frames != index.num_frames:
+        warnings.append(f"the source filter {namespace} counts {info.num_frames} frames, "
+                        f"PyAV {index.num_frames}: timestamps may be off; try --source "
+                        "builtin")
+    _check_interlaced(info)
+    if not index.constant_rate:
+        warnings.append(_drift_warning(index, first, last))
+    rgb = info.format_name.startswith("RGB")
+    signal = output_signal(info.props, info.width, info.height, rgb)
+    depth = info.bits
+    if signal.hdr:
+        if request.bits == 8 or max(encoder.depths) < 10:
+            raise JobError(f"the input is HDR ({HDR_TRANSFERS[signal.transfer]}): 8-bit "
+                           "output would band and lose it; use --bit-depth 10 with x265, "
+                           "av1 or vp9")
+        depth = max(depth, 10)
+    fmt = choose_format(encoder, source_layout(info.format_name), depth, request.bits)
+    untagged = not rgb and info.props.get("_Matrix", 2) not in (1, 4, 5, 6, 7, 8, 9, 10, 14)
+    script = render_script(source.resolve(), namespace, upscale, fmt, signal,
+                           set_matrix=untagged, rgb_source=rgb,
+                           gray_source=info.format_name.startswith("GRAY"))
+    video = ["-c:v", encoder.codec, *encoder.extra]
+    crf = request.crf if request.crf is not None else encoder.default_crf
+    if crf is not None:
+        video += [*encoder.quality, str(crf)]
+    if request.preset:
+        video += ["-preset", request.preset]
+    for key, value in media.video_stream.metadata.items():
+        if key.lower() in ("language", "title", "handler_name"):
+            video += ["-metadata:s:v:0", f"{key.lower()}={value}"]
+    _, stream_warnings = stream_maps(media.streams, output)
+    return Job(request, ffmpeg, vspipe, info, media, index, script, first, last,
+               f"setsar={info.sar},{signal.setparams()}", video, fmt, digest,
+               warnings + stream_warnings)
+
+
+def _check_paths(source: Path, output: Path, force: bool) -> None:
+    if source.is_dir():
+        raise JobError(f"input {source} is a directory; give a video file")
+    if not source.is_file():
+        raise JobError(f"input {source} does not exist")
+    if not os.access(source, os.R_OK):
+        raise JobError(f"input {source} cannot be read (permission denied)")
+    if output.suffix.lower() not in CONTAINERS:
+        raise JobError(f"output must end in {', '.join(CONTAINERS)}; got {output.name}")
+    if output.exists() and output.resolve() == source.resolve():
+        raise JobError(f"output {output} is the input file itself; choose another output "
+                       "path (the input is never overwritten)")
+    if output.is_dir():
+        raise JobError(f"output {output} is a directory; give a file name")
+    if output.exists() and not force:
+        raise JobError(f"{output} exists; pass --force to replace it")
+    directory = output.parent
+    if not directory.is_dir():
+        raise JobError(f"the output's directory {directory} does not exist; create it first")
+    try:  # the only sure test: permissions, read-only mounts and quotas all show here
+        with tempfile.TemporaryFile(dir=directory, prefix=".vs-coreml-esrgan-"):
+            pass
+    except OSError as exc:
+        raise JobError(f"cannot write into the output's directory {directory} "
+                       f"({exc.strerror or exc})") from None
+
+
+def _absolute_model(options: UpscaleOptions) -> UpscaleOptions:
+    """The script runs from a temporary directory: a model given by a relative path is
+    made absolute (a catalogue name stays a name)."""
+    from ..catalogue import is_model_name
+
+    if options.model is None or is_model_name(options.model):
+        return options
+    path = Path(options.model).expanduser()
+    if path.is_dir() and path.suffix != ".mlpackage":
+        raise JobError(f"model {options.model} is a directory; give a checkpoint, an ncnn "
+                       ".param or an .mlpackage")
+    if not path.exists():
+        raise JobError(f"model {options.model} does not exist")
+    if path.is_file() and not os.access(path, os.R_OK):
+        raise JobError(f"model {options.model} cannot be read (permission denied)")
+    return replace(options, model=str(path.resolve()))
+
+
+def _drift_warning(index: VideoIndex, first: int, last: int) -> str:
+    """Variable frame rate: the y4m pipe carries no timestamps, so the output is
+    constant-rate; say how far frames move from their source times."""
+    fps = Fraction(*index.fps)
+    origin = index.seconds(first)
+    drift = max(abs(index.seconds(n) - origin - (n - first) / fps)
+                for n in range(first, last + 1))
+    return (f"the input has a variable frame rate: the output is constant {float(fps):.3f} "
+            f"fps, frames keep their order and count but move up to {float(drift) * 1000:.0f}"
+            " ms from their source times (the audio does not move). Convert to a constant "
+            "rate first (ffmpeg -fps_mode cfr -r RATE) to choose how frames are repeated")
+
+
+def _check_interlaced(info: SourceInfo) -> None:
+    field_based = info.props.get("_FieldBased", 0)
+    if field_based in (1, 2):
+        order = "top field first" if field_based == 2 else "bottom field first"
+        raise JobError("the input is interlaced (" + order + "): upscaling it as it is "
+                       "would smear its fields together. Deinterlace it first, e.g. "
+                       "ffmpeg -i IN -vf bwdif=mode=send_frame -c:v ffv1 -c:a copy "
+                       "deinterlaced.mkv, then upscale that")
+
+
+def find_vspipe() -> str:
+    """The real vspipe binary (not the Python wrapper pip installs as a console script: a
+    wrapper killed alone would leave the binary running)."""
+    import shutil
+
+    import vapoursynth
+
+    beside = Path(vapoursynth.__file__).with_name("vspipe")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    wrapper = Path(sys.executable).parent / "vspipe"
+    found = str(wrapper) if wrapper.is_file() else shutil.which("vspipe")
+    if not found:
+        raise JobError("vspipe not found: pip install vapoursynth (it brings vspipe)")
+    return found

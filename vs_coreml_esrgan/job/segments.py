@@ -1,0 +1,127 @@
+"""Resumable jobs: the frame range encoded as segments kept beside the output, a manifest
+that says which job made them, and a lossless join."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from .media import JobError
+from .plan import Job
+from .run import Companion, Warn, companion, partial_path, pipe, seconds
+
+
+def segments(first: int, last: int, chunks: int) -> list[tuple[int, int]]:
+    """Split [first, last] into ``chunks`` contiguous, non-empty, in-order ranges."""
+    total = last - first + 1
+    chunks = min(chunks, total)
+    bounds = [first + round(k * total / chunks) for k in range(chunks + 1)]
+    return [(bounds[k], bounds[k + 1] - 1) for k in range(chunks)]
+
+
+def manifest(job: Job) -> dict:
+    """What makes segments reusable: the same source file, script, encoding, ranges and
+    model weights (by content: a model file replaced at the same path is another model)."""
+    source = job.request.source
+    return {"source": str(source.resolve()), "source_size": source.stat().st_size,
+            "source_mtime_ns": source.stat().st_mtime_ns, "script": job.script,
+            "video": job.video_args, "model_sha256": job.model_digest,
+            "segments": segments(job.first, job.last, job.request.chunks)}
+
+
+def parts_dir(output: Path) -> Path:
+    return output.with_name(f".{output.name}.parts")
+
+
+def _check_resumable(parts: Path, wanted: dict, force: bool) -> None:
+    """Raise JobError unless the segments in ``parts`` were made by the same job (with
+    --force, they are removed instead)."""
+    try:
+        recorded = json.loads((parts / "job.json").read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    wanted = json.loads(json.dumps(wanted))  # tuples as lists, like the file
+    if recorded == wanted:
+        return
+    if force:
+        shutil.rmtree(parts)
+        return
+    if recorded and recorded.get("model_sha256") != wanted["model_sha256"] and \
+            {k: v for k, v in recorded.items() if k != "model_sha256"} == \
+            {k: v for k, v in wanted.items() if k != "model_sha256"}:
+        raise JobError(f"{parts} holds segments made with other model weights (the model "
+                       "file changed since); pass --force to start over with this model")
+    raise JobError(f"{parts} holds segments of a different job; rerun with the same "
+                   "options, or pass --force to start over")
+
+
+def run_chunked(job: Job, script: Path, bar, warn: Warn) -> tuple[int, int]:
+    output = job.request.output
+    parts = parts_dir(output)
+    wanted = manifest(job)
+    if parts.is_dir():
+        _check_resumable(parts, wanted, job.request.force)
+    parts.mkdir(exist_ok=True)
+    (parts / "job.json").write_text(json.dumps(wanted))
+    ranges = wanted["segments"]
+    processed = reused = 0
+    files = []
+    for index, (first, last) in enumerate(ranges):
+        segment = parts / f"{index:05d}.mkv"
+        files.append(segment)
+        if segment.is_file():
+            reused += 1
+            if bar is not None:
+                bar.update(last - first + 1)
+            continue
+        partial = partial_path(segment)
+        try:
+            processed += pipe(job, script, first, last, ["-map", "0:v", *job.video_args,
+                                                         str(partial)], bar)
+            os.replace(partial, segment)
+        finally:
+            partial.unlink(missing_ok=True)
+    if reused:
+        warn(f"resumed: {reused} of {len(ranges)} segments were already done")
+    _join(job, files, parts, companion(job, script.parent))
+    shutil.rmtree(parts, ignore_errors=True)
+    return processed, reused
+
+
+def concat_line(path: Path) -> str:
+    """One ``file`` line of ffmpeg's concat list; quotes in the path are escaped the way
+    the concat demuxer reads them (close, escaped quote, reopen)."""
+    quoted = str(path.resolve()).replace("'", "'\\''")
+    return f"file '{quoted}'\n"
+
+
+def _join(job: Job, files: list[Path], parts: Path, comp: Companion) -> None:
+    """Concatenate segments losslessly and add the source's other streams."""
+    listing = parts / "segments.txt"
+    listing.write_text("".join(concat_line(f) for f in files))
+    output = job.request.output
+    partial = partial_path(output)
+    # The segments' 1 ms time base makes -itsoffset exact enough here.
+    shift = ["-itsoffset", seconds(comp.video_offset)] if comp.video_offset > 0 else []
+    command = [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *shift,
+               "-f", "concat", "-safe", "0", "-i", str(listing), *comp.input(),
+               "-map", "0:v", *comp.maps(output), "-c:v", "copy", *_video_tags(job),
+               str(partial)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, errors="replace")
+        if result.returncode != 0:
+            raise JobError(f"ffmpeg could not join the segments (exit {result.returncode}):\n"
+                           f"{result.stderr.strip()[-4000:]}")
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _video_tags(job: Job) -> list[str]:
+    """The video track's language and title options from the encoding options."""
+    args = job.video_args
+    return [item for k, key in enumerate(args[:-1]) if key == "-metadata:s:v:0"
+            for item in (key, args[k + 1])]

@@ -1,0 +1,183 @@
+"""Where each frame of a file's video lies: one decoding pass with PyAV.
+
+The index is what makes the built-in source frame exact: frame ``n`` is the ``n``-th frame
+the decoder delivers, known by its presentation timestamp. Like bestsource, it decodes every
+frame once (counting packets would count frames a decoder drops, e.g. in a stream cut in
+the middle of a group of pictures).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+_VERSION = 1
+
+
+class SourceError(Exception):
+    """A file the built-in source cannot deliver frame by frame."""
+
+
+@dataclass(frozen=True)
+class VideoIndex:
+    """The video stream ``stream`` of ``path``: frame ``n`` has timestamp ``pts[n]`` (in
+    ``time_base`` units, presentation order); ``keyframes`` lists frame numbers a decoder
+    can start from. ``fps`` is exact for constant-rate video and the stream's average rate
+    otherwise (``constant_rate`` says which)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    stream: int
+    width: int
+    height: int
+    pix_fmt: str
+    time_base: tuple[int, int]
+    fps: tuple[int, int]
+    constant_rate: bool
+    pts: list[int]
+    keyframes: list[int]
+    last_duration: int  # of the last frame, in time_base units
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.pts)
+
+    def seconds(self, n: int) -> Fraction:
+        """Frame ``n``'s presentation time in seconds (``n == num_frames``: the end)."""
+        tb = Fraction(*self.time_base)
+        if n == len(self.pts):
+            return (self.pts[-1] + self.last_duration) * tb
+        return self.pts[n] * tb
+
+    def duration(self, n: int) -> Fraction:
+        """How long frame ``n`` is shown, in seconds."""
+        if self.constant_rate:
+            return 1 / Fraction(*self.fps)
+        return self.seconds(n + 1) - self.seconds(n)
+
+    def save(self, target: Path) -> None:
+        target.write_text(json.dumps({"version": _VERSION, **asdict(self)}))
+
+    @classmethod
+    def load(cls, path: Path) -> VideoIndex:
+        data = json.loads(path.read_text())
+        if data.pop("version", None) != _VERSION:
+            raise SourceError(f"{path}: an index from another version; delete it")
+        data["time_base"] = tuple(data["time_base"])
+        data["fps"] = tuple(data["fps"])
+        return cls(**data)
+
+    def matches(self, path: Path) -> bool:
+        """Whether the index still describes the file at ``path``."""
+        stat = path.stat()
+        return (str(path.resolve()) == self.path and stat.st_size == self.size
+                and stat.st_mtime_ns == self.mtime_ns)
+
+
+def video_stream(container):
+    """The file's main video stream: the first that is not a cover picture."""
+    import av
+
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    raise SourceError(f"{container.name}: no video stream")
+
+
+def open_media(path: Path):
+    """``av.open`` with the failure as a SourceError naming the file."""
+    import av
+
+    if path.is_dir():
+        raise SourceError(f"{path} is a directory, not a video file")
+    try:
+        return av.open(str(path))
+    except FileNotFoundError:
+        raise SourceError(f"{path} does not exist") from None
+    except (av.FFmpegError, OSError) as exc:
+        raise SourceError(f"{path}: not a readable media file ({exc})") from None
+
+
+def build_index(path: Path) -> VideoIndex:
+    """Decode the whole video stream once and record every frame's timestamp.
+
+    Raises SourceError when the file has no decodable video or the video changes size or
+    pixel format midway (a clip has one format)."""
+    import av
+
+    path = path.resolve()
+    stat = path.stat()
+    with open_media(path) as container:
+        stream = video_stream(container)
+        stream.codec_context.thread_type = "AUTO"
+        pts: list[int] = []
+        keyframes: list[int] = []
+        first = None
+        try:
+            for frame in container.decode(stream):
+                shape = (frame.width, frame.height, frame.format.name)
+                if first is None:
+                    first = shape
+                elif shape != first:
+                    raise SourceError(
+                        f"{path}: the video changes from {first[0]}x{first[1]} {first[2]} to "
+                        f"{shape[0]}x{shape[1]} {shape[2]} at frame {len(pts)}; a clip "
+                        "has one size and format (re-encode it to one first)")
+                stamp = frame.pts
+                if stamp is None or (pts and stamp <= pts[-1]):
+                    stamp = None  # untimed or out of order: the decoder's order decides
+                if frame.key_frame:
+                    keyframes.append(len(pts))
+                pts.append(stamp if stamp is not None else -1)
+        except av.FFmpegError as exc:
+            if not pts:
+                raise SourceError(f"{path}: the video cannot be decoded ({exc})") from None
+        if first is None:
+            raise SourceError(f"{path}: the video stream has no decodable frame")
+        time_base = stream.time_base or Fraction(1, 1000)
+        rates = [r for r in (stream.average_rate, stream.guessed_rate) if r] or [Fraction(25)]
+        pts, timed = _fill_untimed(pts, rates[0], time_base)
+        constant, fps = _frame_rate(pts, rates, time_base)
+        last = _last_duration(pts, stream, fps, time_base)
+        return VideoIndex(
+            path=str(path), size=stat.st_size, mtime_ns=stat.st_mtime_ns, stream=stream.index,
+            width=first[0], height=first[1], pix_fmt=first[2],
+            time_base=(time_base.numerator, time_base.denominator),
+            fps=(fps.numerator, fps.denominator), constant_rate=constant, pts=pts,
+            keyframes=keyframes if timed else [0], last_duration=last)
+
+
+def _fill_untimed(pts: list[int], rate: Fraction, time_base: Fraction
+                  ) -> tuple[list[int], bool]:
+    """Timestamps for frames that had none, one nominal frame after the previous; the
+    bool says whether every frame had its own (only then can seeking find frames)."""
+    step = max(1, round(1 / (rate * time_base)))
+    filled = []
+    for stamp in pts:
+        if stamp < 0:
+            stamp = filled[-1] + step if filled else 0
+        filled.append(stamp)
+    return filled, all(stamp >= 0 for stamp in pts)
+
+
+def _frame_rate(pts: list[int], rates: list[Fraction], time_base: Fraction
+                ) -> tuple[bool, Fraction]:
+    """(constant rate?, fps). Constant when every frame sits within one timestamp tick
+    (or 1 ms) of one of the stream's nominal rates: 23.976 fps in a 1 ms time base alternates 41
+    and 42 ms and is still constant."""
+    slack = max(time_base, Fraction(1, 1000))
+    origin = pts[0]
+    for candidate in rates:
+        if all(abs((stamp - origin) * time_base - k / candidate) <= slack
+               for k, stamp in enumerate(pts)):
+            return True, candidate
+    return False, rates[0]
+
+
+def _last_duration(pts: list[int], stream, fps: Fraction, time_base: Fraction) -> int:
+    if len(pts) > 1:
+        return pts[-1] - pts[-2]
+    return max(1, round(1 / (fps * time_base)))
