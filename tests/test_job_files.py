@@ -205,11 +205,29 @@ def test_webm_with_opus_and_track_tags(model, tmp_path):
         assert audio["metadata"]["title"] == "Commentary"
 
 
+MASTER_DISPLAY = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)"
+
+
+def _hdr_side_data(path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The mastering display (22 ints) and content light (2) of the first frame."""
+    import struct
+
+    import av
+    from av.sidedata.sidedata import Type
+
+    with av.open(str(path)) as container:
+        frame = next(container.decode(container.streams.video[0]))
+        mastering = bytes(memoryview(frame.side_data[Type.MASTERING_DISPLAY_METADATA]))
+        light = bytes(memoryview(frame.side_data[Type.CONTENT_LIGHT_LEVEL]))
+    return struct.unpack("<22i", mastering), struct.unpack("<2I", light)
+
+
 def test_hdr_gets_ten_bits_or_a_clear_refusal(model, tmp_path):
     source = tmp_path / "hdr.mkv"
     ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-vf", "setparams=color_trc="
            "smpte2084:color_primaries=bt2020:colorspace=bt2020nc", "-c:v", "libx265",
-           "-pix_fmt", "yuv420p10le", "-x265-params", "log-level=error", source)
+           "-pix_fmt", "yuv420p10le", "-x265-params",
+           f"log-level=error:master-display={MASTER_DISPLAY}:max-cll=1000,400", source)
     refused = job(source, tmp_path / "8.mkv", "--model", model, "--bit-depth", "8")
     assert refused.returncode == 1 and "HDR (PQ" in refused.stderr
     out = tmp_path / "out.mkv"
@@ -218,6 +236,14 @@ def test_hdr_gets_ten_bits_or_a_clear_refusal(model, tmp_path):
     video = stream_facts(out)[0]
     assert video["pix_fmt"] == "yuv420p10le"
     assert (video["primaries"], video["transfer"], video["colorspace"]) == (9, 16, 9)
+    # HDR10 static metadata survives the pipe, as the source has it.
+    mastering, light = _hdr_side_data(out)
+    assert light == (1000, 400)
+    assert mastering == _hdr_side_data(source)[0]
+    assert mastering[:4] == (34000, 50000, 16000, 50000)  # red x, y as x265 was told
+    # An encoder that cannot take it says so.
+    vp9 = job(source, tmp_path / "out.webm", "--model", model)
+    assert vp9.returncode == 0 and "does not carry the input's HDR10" in vp9.stderr
 
 
 def test_interlaced_input_is_refused_before_work(model, tmp_path):

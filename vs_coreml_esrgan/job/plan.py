@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
+from .hdr import CARRIERS as HDR_CARRIERS
+from .hdr import read_hdr_metadata
 from .media import CONTAINERS, JobError, MediaInfo, find_ffmpeg, probe_media, stream_maps
 from .probe import SourceInfo, check_upscale, choose_source, probe_source
 from .script import (
@@ -145,6 +147,8 @@ def plan_job(request: JobRequest) -> Job:
         video += [*encoder.quality, str(crf)]
     if request.preset:
         video += ["-preset", request.preset]
+    if signal.hdr:
+        video += _hdr_args(source, encoder.codec, request.encoder, warnings)
     for key, value in media.video_stream.metadata.items():
         if key.lower() in ("language", "title", "handler_name"):
             video += ["-metadata:s:v:0", f"{key.lower()}={value}"]
@@ -152,6 +156,19 @@ def plan_job(request: JobRequest) -> Job:
     return Job(request, ffmpeg, vspipe, info, media, index, script, first, last,
                f"setsar={info.sar},{signal.setparams()}", video, fmt, digest,
                warnings + stream_warnings)
+
+
+def _hdr_args(source: Path, codec: str, name: str, warnings: list[str]) -> list[str]:
+    """The encoder options that keep the source's mastering display and content light
+    levels (the y4m pipe drops them); a warning where the encoder cannot take them."""
+    metadata = read_hdr_metadata(source)
+    if metadata is None:
+        return []
+    if codec not in HDR_CARRIERS:
+        warnings.append(f"encoder {name} does not carry the input's HDR10 mastering-display "
+                        "and content-light metadata; use --encoder x265 or av1 to keep them")
+        return []
+    return metadata.encoder_args(codec)
 
 
 def _check_paths(source: Path, output: Path, force: bool) -> None:
