@@ -135,26 +135,20 @@ def test_strides_come_from_the_shape(mac, package):
     np.testing.assert_array_equal(got, create_mil_backend(made)(feed))
 
 
-def test_a_declined_output_backing_is_copied_on_macos_15(mac, package, monkeypatch):
+@pytest.mark.parametrize("version", ["15.1", "14.6"])
+def test_a_declined_output_backing_is_copied(mac, package, monkeypatch, version):
+    """Core ML may answer with its own array (here float32 with padded rows): copied with
+    transferToMultiArray: on macOS 15, through getBytesWithHandler: with its strides
+    before."""
     made = package()
     info = read_package(made)
     monkeypatch.setenv("FAKE_COREML_DECLINE_BACKING", "1")
-    mac.version("15.1")
+    mac.version(version)
     backend = backend_module.create_coreml_backend(made, compute_units="cpu",
                                                    runtime="pyobjc")
-    np.testing.assert_array_equal(backend(_tiles(info)),
-                                  create_mil_backend(made)(_tiles(info)))
-    mac.version("14.6")
-    with pytest.raises(BackendError, match="before 15"):
-        backend(_tiles(info))
-    # runtime 'auto' notices at its warm-up prediction and falls back, saying why.
-    said = []
-    fallback = backend_module.create_coreml_backend(made, compute_units="cpu",
-                                                    notify=said.append)
-    assert fallback.runtime == "coremltools"
-    assert any("PyObjC failed" in line and "before 15" in line for line in said)
-    np.testing.assert_allclose(fallback(_tiles(info)), create_mil_backend(made)(
-        _tiles(info)).astype(np.float32), atol=1e-3)
+    got = backend(_tiles(info))
+    assert got.dtype == info.output_dtype
+    np.testing.assert_array_equal(got, create_mil_backend(made)(_tiles(info)))
 
 
 def test_core_ml_errors_become_backend_errors(mac, package, monkeypatch):
@@ -476,3 +470,80 @@ def test_cache_clear_forgets_choices_and_keeps_foreign_files(mac, package):
     assert foreign not in [path for path, _ in cache.entries()]
     assert cache.clear() == 2  # the compiled model and the choice
     assert not saved.exists() and foreign.read_text() == "mine"
+
+
+def test_runtime_auto_falls_back_to_coremltools(mac, package, monkeypatch):
+    """PyObjC's Core ML fails to load (here on the CPU setting), coremltools works: the
+    default runtime says so and carries on."""
+    made = package()
+    monkeypatch.setenv("FAKE_COREML_FAIL_UNITS", "0")
+    said = []
+    backend = backend_module.create_coreml_backend(made, compute_units="cpu",
+                                                   notify=said.append)
+    assert backend.runtime == "coremltools"
+    assert any("PyObjC failed" in line and "ANECCompile" in line for line in said)
+
+
+def test_units_auto_measures_through_coremltools_when_pyobjc_runs_nowhere(
+        mac, package, monkeypatch):
+    made = package()
+    info = read_package(made)
+    calls = []
+
+    def fake_choose(compiled, info_, runtime, *, notify, run_trial=None):
+        calls.append(runtime)
+        if runtime == "pyobjc":
+            raise BackendError("Core ML could not run this model on any compute units")
+        return "gpu"
+
+    monkeypatch.setattr("vs_coreml_esrgan.backends.coreml_units.choose_compute_units",
+                        fake_choose)
+    said = []
+    backend = backend_module.create_coreml_backend(made, notify=said.append)
+    assert calls == ["pyobjc", "coremltools"]
+    assert backend.runtime == "coremltools" and backend.compute_units == "gpu"
+    assert "measuring through coremltools" in said[0]
+    np.testing.assert_allclose(backend(_tiles(info)), create_mil_backend(made)(
+        _tiles(info)).astype(np.float32), atol=1e-3)
+
+
+def test_accidental_choices_are_not_kept(mac, package):
+    made = package()
+    info = read_package(made)
+    compiled = backend_module.compiled_model(made)
+    said = []
+    timed_out, _ = _timings({"ane": "no result within 600 s", "gpu": 30.0, "all": 40.0})
+    assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
+                                run_trial=timed_out) == "gpu"
+    assert "not saved" in said[-1]
+    only_cpu, _ = _timings({"ane": "x", "gpu": "y", "all": "z", "cpu": 9.0})
+    assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
+                                run_trial=only_cpu) == "cpu"
+    assert not (Path(backend_module.cache_dir()) / "choices").exists()
+    fine, calls = _timings({"ane": 5.0, "gpu": 30.0, "all": 40.0})
+    assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
+                                run_trial=fine) == "ane"
+    (saved,) = (Path(backend_module.cache_dir()) / "choices").iterdir()
+    saved.write_text(saved.read_text().replace('"units": "ane"', '"units": "npu"'))
+    assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
+                                run_trial=fine) == "ane"  # a damaged file: measured again
+    assert calls == ["ane", "gpu", "all"] * 2
+
+
+def test_the_trial_error_is_found_among_later_log_lines(mac, package, monkeypatch):
+    """Core ML and Metal may write to stderr after the child's own error line."""
+    made = package()
+    info = read_package(made)
+    compiled = backend_module.compiled_model(made)
+    noisy = ("import atexit, sys; atexit.register(lambda: print('E5RT: noise', "
+             "file=sys.stderr)); from vs_coreml_esrgan.backends.coreml_trial import main; "
+             "sys.exit(main())")
+    real_run = subprocess.run
+
+    def run(command, **kwargs):
+        return real_run([command[0], "-c", noisy, *command[3:]], **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    _child_env(monkeypatch, FAKE_COREML_FAIL_UNITS="3")
+    failed = trial_in_child(compiled, info, "pyobjc", "ane")
+    assert failed.error.startswith("BackendError: Core ML could not load")

@@ -76,3 +76,22 @@ def test_the_filter_converts_for_the_rule(make_checkpoint, tmp_path, monkeypatch
     assert upscale(clip, checkpoint, backend="mil", overlap=4).get_frame(0).width == 100
     (package,) = (tmp_path / "cache" / "packages").glob("*/model.mlpackage")
     assert read_package(package).tile == (64, 32)
+
+
+def test_functional_tensors_count_too():
+    """The widest tensor here is made by torch.cat on an upsample, not by a module."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class Wide(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(24, 3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            up = F.interpolate(x, scale_factor=4, mode="nearest")
+            return self.conv(torch.cat([up] * 8, 1))
+
+    spec = NetworkSpec(arch="srvgg", scale=4)
+    assert activation_bytes_per_pixel(Wide(), spec) == 2 * 24 * 16

@@ -9,13 +9,15 @@ that fails is a row with its cause; the report itself never ends in a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,11 +88,29 @@ def run_doctor(model: str = DEFAULT_MODEL, size: tuple[int, int] = DEFAULT_SIZE)
     lines += [f"- network: {loaded.spec.describe()}",
               f"- tile {tile[0]}x{tile[1]} (Core ML rule), {plan.num_tiles} tiles per frame, "
               f"compute waste {plan.compute_waste:.3f}"]
-    with tempfile.TemporaryDirectory(prefix="vs-coreml-esrgan-doctor-") as work:
+    with tempfile.TemporaryDirectory(prefix="vs-coreml-esrgan-doctor-") as work, \
+            _cache_in(Path(work) / "cache"):
         package = _conversion(report, loaded, tile, Path(work))
         trials = _core_ml(report, loaded, package)
         _speed(report, loaded, package, tile, plan.num_tiles, trials)
     return report
+
+
+@contextlib.contextmanager
+def _cache_in(directory: Path) -> Iterator[None]:
+    """The doctor's compiled models and trial results go to its own temporary cache, not
+    the user's (children inherit the setting)."""
+    from .cache import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(directory)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[CACHE_ENV]
+        else:
+            os.environ[CACHE_ENV] = before
 
 
 def _environment(lines: list[str]) -> None:
@@ -167,7 +187,10 @@ def _core_ml(report: Report, loaded: Any, package: Path | Failure
     from .backends.coreml_units import candidates, choose, trial_in_child
     from .coreml.package import read_package
 
-    info = read_package(package)
+    info = step(report, lambda: read_package(package))
+    if isinstance(info, Failure):
+        lines.append(f"- package: {info}")
+        return {}
     compiled = step(report, lambda: compiled_model(package))
     if isinstance(compiled, Failure):
         lines.append(f"- compile: {compiled}")

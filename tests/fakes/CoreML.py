@@ -72,6 +72,19 @@ class MLMultiArray(NSObject):
     def shape(self) -> list[int]:
         return list(self._array.shape)
 
+    def strides(self) -> list[int]:
+        return [n // self._array.itemsize for n in self._array.strides]
+
+    def dataType(self) -> int:
+        return next(code for code, dtype in _DTYPES.items() if dtype == self._array.dtype)
+
+    def getBytesWithHandler_(self, handler: Any) -> None:
+        # PyObjC: the block gets (bytes, size); the bytes cover the array's whole extent.
+        last = sum((n - 1) * s for n, s in zip(self._array.shape, self._array.strides,
+                                               strict=True)) + self._array.itemsize
+        raw = np.lib.stride_tricks.as_strided(self._array.view(np.uint8), (last,), (1,))
+        handler(raw.tobytes(), last)
+
     def transferToMultiArray_(self, destination: MLMultiArray) -> None:
         np.copyto(destination._array, self._array, casting="unsafe")
 
@@ -162,7 +175,10 @@ class MLModel(NSObject):
         backings = options.outputBackings() if options is not None else None
         backing = backings.objectForKey_(info.output_name) if backings is not None else None
         if backing is None or os.environ.get("FAKE_COREML_DECLINE_BACKING"):
-            produced = MLMultiArray._owning(result.astype(info.output_dtype))
+            n, c, h, w = result.shape
+            padded = np.zeros((n, c, h, w + 7), np.float32)[..., :w]  # row padding
+            padded[...] = result
+            produced = MLMultiArray._owning(padded)
         else:
             np.copyto(backing._array, result, casting="unsafe")
             produced = backing

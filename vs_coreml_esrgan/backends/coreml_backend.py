@@ -121,7 +121,15 @@ def create_coreml_backend(package: str | os.PathLike[str], *,
     if units == "auto":
         from .coreml_units import choose_compute_units
 
-        units = choose_compute_units(compiled, info, chosen_runtime, notify=say)
+        try:
+            units = choose_compute_units(compiled, info, chosen_runtime, notify=say)
+        except BackendError as exc:
+            if runtime != "auto" or chosen_runtime != "pyobjc":
+                raise
+            say(f"Core ML through PyObjC ran on no compute units ({exc}); measuring "
+                "through coremltools")
+            chosen_runtime = "coremltools"
+            units = choose_compute_units(compiled, info, chosen_runtime, notify=say)
     elif units == "ane":
         warning = neural_engine_warning(compiled)
         if warning:

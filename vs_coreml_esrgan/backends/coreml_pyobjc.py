@@ -111,12 +111,35 @@ class PyObjCPredictor:
             # Core ML may decline a backing and allocate its own array (Apple: "The
             # framework may not use the specified backing object"); identity tells.
             if objc.pyobjc_id(produced) != objc.pyobjc_id(backing):
-                if not macos.at_least((15, 0)):
-                    raise BackendError("Core ML did not write into the output buffer, and "
-                                       "this macOS (before 15) cannot copy its own into "
-                                       "it; use the coremltools runtime")
-                produced.transferToMultiArray_(backing)  # honours strides, casts dtype
+                copy_declined(produced, backing, out)
         return out
+
+
+def copy_declined(produced: Any, backing: Any, out: np.ndarray) -> None:
+    """Copy the array Core ML allocated itself into ``out`` (the declined ``backing``).
+
+    macOS 15 has ``transferToMultiArray:`` (honours strides, casts the type); before it,
+    ``getBytesWithHandler:`` (macOS 12.3+; PyObjC's metadata hands the block its bytes,
+    ``n^v`` with the length in the next argument, called synchronously) read with the
+    array's own strides and data type.
+    """
+    if macos.at_least((15, 0)):
+        produced.transferToMultiArray_(backing)
+        return
+    types = {code: dtype for dtype, code in _DATA_TYPES.items()}
+    dtype = types.get(int(produced.dataType()))
+    shape = tuple(int(n) for n in produced.shape())
+    if dtype is None or shape != out.shape:
+        raise BackendError(f"Core ML answered a {produced.dataType():#x} array of shape "
+                           f"{shape}, expected {out.dtype} {out.shape}")
+    strides = [int(n) * dtype.itemsize for n in produced.strides()]
+
+    def read(data: bytes, size: int) -> None:
+        flat = np.frombuffer(data, np.uint8, count=size).view(dtype)
+        np.copyto(out, np.lib.stride_tricks.as_strided(flat, shape, strides),
+                  casting="unsafe")
+
+    produced.getBytesWithHandler_(read)
 
 
 def load_pyobjc_predictor(compiled: str | os.PathLike[str], compute_units: str, *,

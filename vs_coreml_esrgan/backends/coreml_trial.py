@@ -20,6 +20,7 @@ from ..coreml.package import PackageInfo
 from . import BackendError, macos
 from .coreml_backend import load_backend
 from .coreml_plan import PLAN_MACOS, placement
+from .coreml_units import ERROR_PREFIX
 
 
 def measure(request: dict) -> dict:
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = measure(json.loads(arguments[0]))
     except Exception as exc:  # reported to the parent as this setting's failure
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
     print(json.dumps(result))
     return 0

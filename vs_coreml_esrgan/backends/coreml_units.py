@@ -36,6 +36,8 @@ WARMUP_RUNS = 2
 TIMED_RUNS = 5
 
 RunTrial = Callable[[str], "Trial"]
+TRANSIENT = ("no result within", "could not start the trial")
+ERROR_PREFIX = "trial failed: "  # how the child marks its error line on stderr
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,13 @@ class Trial:
 class Choice:
     units: str
     trials: tuple[Trial, ...]
+
+    @property
+    def provisional(self) -> bool:
+        """Whether the choice may be an accident of this run (a trial timed out or could
+        not start, or only the CPU ran): used, not kept."""
+        return self.units == "cpu" or any(
+            (t.error or "").startswith(TRANSIENT) for t in self.trials)
 
     def message(self) -> str:
         """One line: what was chosen, its time, and why not the others."""
@@ -123,8 +132,12 @@ def choose_compute_units(compiled: Path, info: PackageInfo, runtime: str, *,
            "(once per model; a minute or two) ...")
     choice = choose(run_trial or partial(trial_in_child, compiled, info, runtime),
                     candidates(info))
-    save_choice(path, choice)
-    notify(choice.message())
+    if choice.provisional:
+        notify(choice.message() + " (not saved: a trial did not finish or only the CPU "
+               "ran; measured again next time)")
+    else:
+        save_choice(path, choice)
+        notify(choice.message())
     return choice.units
 
 
@@ -141,6 +154,8 @@ def load_choice(path: Path) -> Choice | None:
         data = json.loads(path.read_text())
         trials = tuple(Trial(**t) for t in data["trials"])
         choice = Choice(units=data["units"], trials=trials)
+        if choice.units not in (*CANDIDATES, "cpu"):
+            return None
         choice.message()  # the chosen setting must be among the trials
     except (OSError, ValueError, KeyError, TypeError, StopIteration):
         return None
@@ -174,8 +189,8 @@ def trial_in_child(compiled: Path, info: PackageInfo, runtime: str, units: str, 
         python = python_executable()
         done = subprocess.run(
             [python, "-m", "vs_coreml_esrgan.backends.coreml_trial", request],
-            capture_output=True, text=True, timeout=timeout, env=env,
-            stdin=subprocess.DEVNULL)
+            capture_output=True, text=True, timeout=timeout,
+            env=child_environment() if env is None else env, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return Trial(units, error=f"no result within {timeout:g} s")
     except (OSError, BackendError) as exc:
@@ -187,12 +202,24 @@ def trial_in_child(compiled: Path, info: PackageInfo, runtime: str, units: str, 
             name = f"signal {-done.returncode}"
         return Trial(units, error=f"crashed ({name})")
     if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
+        # Core ML and Metal may log after our line: find it by its prefix.
+        marked = [line.removeprefix(ERROR_PREFIX) for line in done.stderr.splitlines()
+                  if line.startswith(ERROR_PREFIX)]
+        lines = marked or done.stderr.strip().splitlines()
         return Trial(units, error=lines[-1] if lines else f"exit status {done.returncode}")
     try:
         return Trial(**json.loads(done.stdout.strip().splitlines()[-1]))
     except (ValueError, IndexError, TypeError):
         return Trial(units, error=f"unreadable trial result {done.stdout[-200:]!r}")
+
+
+def child_environment() -> dict[str, str]:
+    """This environment, with this process's module path appended to PYTHONPATH: an
+    interpreter found beside an embedding host (vspipe) may not know where this package
+    and its dependencies are installed."""
+    paths = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
+    paths += [entry for entry in sys.path if entry and Path(entry).is_dir()]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def python_executable() -> str:

@@ -15,9 +15,10 @@ def macos_version() -> tuple[int, ...] | None:
         return None
     release = platform.mac_ver()[0]
     try:
-        return tuple(int(part) for part in release.split("."))
+        parts = tuple(int(part) for part in release.split("."))
     except ValueError:
         return None
+    return parts + (0,) * (2 - len(parts))  # '15' is 15.0
 
 
 def version_text(version: tuple[int, ...] | None = None) -> str:

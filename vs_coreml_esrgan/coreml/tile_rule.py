@@ -18,6 +18,7 @@ import math
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .. import tiling
 from ..network_spec import NetworkSpec
@@ -28,6 +29,22 @@ WASTE_ALLOWANCE = 1.05
 ACTIVATION_BUDGET = 256 * 2**20  # bytes of the largest float16 tensor of one tile
 
 
+class _LargestResult(TorchFunctionMode):
+    """Records the element count of the largest tensor any torch function returns
+    (module outputs and functional ops alike: interpolate, pixel_shuffle, cat, add)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        for value in result if isinstance(result, tuple | list) else (result,):
+            if isinstance(value, torch.Tensor):
+                self.largest = max(self.largest, value.numel())
+        return result
+
+
 def activation_bytes_per_pixel(network: nn.Module, spec: NetworkSpec) -> int:
     """float16 bytes of the network's largest intermediate tensor per input pixel,
     measured by running it once on a small input (a convolutional network's tensors grow
@@ -35,21 +52,10 @@ def activation_bytes_per_pixel(network: nn.Module, spec: NetworkSpec) -> int:
     side = math.lcm(MULTIPLE, spec.multiple_of)
     while side < 32:
         side *= 2
-    largest = 0
-
-    def record(_module: nn.Module, _inputs: object, output: object) -> None:
-        nonlocal largest
-        if isinstance(output, torch.Tensor):
-            largest = max(largest, output.numel())
-
-    hooks = [module.register_forward_hook(record) for module in network.modules()]
-    try:
-        with torch.inference_mode():
-            network.float()(torch.zeros(1, spec.num_in_ch, side, side))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return 2 * -(-largest // (side * side))
+    dtype = next(network.parameters()).dtype
+    with torch.inference_mode(), _LargestResult() as recorder:
+        network(torch.zeros(1, spec.num_in_ch, side, side, dtype=dtype))
+    return 2 * -(-recorder.largest // (side * side))
 
 
 def largest_tile_side(network: nn.Module, spec: NetworkSpec) -> int:
