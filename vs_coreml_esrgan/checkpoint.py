@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .network_spec import Activation, ModelError, NetworkSpec, detect_spec, rename_legacy_keys
+from .network_spec import Activation, ModelError, NetworkSpec
 
 if TYPE_CHECKING:
     import torch
@@ -26,23 +26,22 @@ class LoadedModel:
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read the tensors of a Real-ESRGAN checkpoint, keys in the current layout.
+    """Read the tensors of a checkpoint, unwrapped as spandrel does (``params_ema``,
+    ``params``, ``state_dict``, ... and ``module.`` prefixes).
 
-    Accepts ``.pth`` / ``.pt`` (a dict holding ``params_ema``, ``params`` or the tensors
-    themselves; loaded with ``weights_only=True`` because a checkpoint is untrusted input)
-    and ``.safetensors``. Raises ModelError naming the file for anything else.
+    Accepts ``.pth`` / ``.pt`` / ``.ckpt`` (loaded with ``weights_only=True`` because a
+    checkpoint is untrusted input) and ``.safetensors``. Raises ModelError naming the file
+    for anything else.
     """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file {str(path)!r} does not exist")
     raw = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
-    if isinstance(raw, dict):
-        for wrapper in ("params_ema", "params", "state_dict"):
-            if isinstance(raw.get(wrapper), dict):
-                raw = raw[wrapper]
-                break
     import torch
+    from spandrel import canonicalize_state_dict
 
+    if isinstance(raw, dict):
+        raw = canonicalize_state_dict(raw)
     if not isinstance(raw, dict) or not raw:
         raise ModelError(f"{path}: expected a dict of tensors, found {type(raw).__name__}"
                          + (" (empty)" if isinstance(raw, dict) else ""))
@@ -50,37 +49,31 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not tensors:
         found = ", ".join(f"{k}: {type(v).__name__}" for k, v in list(raw.items())[:5])
         raise ModelError(f"{path}: expected tensors, found {found}")
-    mapping = rename_legacy_keys(list(tensors))
-    return {mapping[k]: v for k, v in tensors.items()}
+    return tensors
 
 
 def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = None
                ) -> LoadedModel:
     """Load a checkpoint (or an ncnn ``.param`` with its ``.bin``): detect its
-    architecture, build the network, load the weights.
+    architecture (through spandrel), build the network, load the weights.
 
-    Raises ModelError naming the file when it is missing, unreadable, not a supported
-    architecture, or when its tensors do not fit the detected network.
+    ``act_type``: a Compact network's activation where its weights cannot tell (ReLU or
+    LeakyReLU; LeakyReLU is assumed). Raises ModelError naming the file when it is missing,
+    unreadable, not a known architecture, or when its tensors do not fit the detected
+    network.
     """
-    path = Path(path)
-    if path.suffix == ".param":
-        spec, state = _read_ncnn(path)
-    else:
-        state = read_state_dict(path)
-        try:
-            spec = detect_spec({k: tuple(v.shape) for k, v in state.items()},
-                               act_type=act_type)
-        except ModelError as exc:
-            raise ModelError(f"{path}: {exc}") from None
-    from .networks import build_network
+    from .architectures import build_network
 
-    network = build_network(spec)
+    path = Path(path)
     try:
-        network.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    except RuntimeError as exc:
-        detail = str(exc).split("\n", 1)[-1].strip()
-        raise ModelError(f"{path}: tensors do not fit {spec.describe()}: {detail}") from None
-    network.requires_grad_(False)
+        if path.suffix == ".param":
+            spec, network = _load_ncnn(path)
+        else:
+            spec, network = build_network(read_state_dict(path), act_type=act_type)
+    except ModelError as exc:
+        message = str(exc)
+        raise ModelError(message if message.startswith(str(path)) else f"{path}: {message}"
+                         ) from None
     return LoadedModel(spec=spec, network=network, path=path)
 
 
@@ -109,13 +102,19 @@ def hash_file_into(digest: hashlib._Hash, path: str | os.PathLike[str]) -> None:
             digest.update(chunk)
 
 
-def _read_ncnn(path: Path) -> tuple[NetworkSpec, dict[str, torch.Tensor]]:
+def _load_ncnn(path: Path) -> tuple[NetworkSpec, nn.Module]:
     import torch
 
+    from .architectures import build_network, with_bicubic_resize
     from .ncnn_import import read_ncnn
 
-    spec, arrays = read_ncnn(path)
-    return spec, {key: torch.from_numpy(value) for key, value in arrays.items()}
+    info, arrays = read_ncnn(path)
+    state = {key: torch.from_numpy(value) for key, value in arrays.items()}
+    act = info.act_type if info.arch == "srvgg" and info.act_type != "prelu" else None
+    spec, network = build_network(state, act_type=act)
+    if info.bicubic_from:
+        spec, network = with_bicubic_resize(spec, network, info.scale)
+    return spec, network
 
 
 def _read_torch(path: Path) -> object:
