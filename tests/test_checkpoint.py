@@ -16,9 +16,10 @@ from vs_coreml_esrgan.network_spec import ModelError
 # convolutions' layout at small size); SPAN 2x/4x; RealPLKSR (GroupNorm, LayerNorm).
 NETS = [
     rrdb(1), rrdb(1, layout="spandrel"), rrdb(2), rrdb(2, layout="spandrel"), rrdb(4),
-    rrdb(4, layout="spandrel"), rrdb(4, num_block=2, num_feat=12), rrdb(4, plus=True), rrdb(8),
-    compact(1), compact(2), compact(4), compact(4, num_conv=6, num_feat=12), span(2), span(4),
-    realplksr(2), realplksr(4, layer_norm=False),
+    rrdb(4, layout="spandrel", num_block=6), rrdb(4, num_block=23, num_feat=4),
+    rrdb(4, plus=True), rrdb(8), compact(1), compact(2), compact(4, num_conv=16),
+    compact(4, num_conv=32, num_feat=12), span(2), span(4), realplksr(2),
+    realplksr(4, layer_norm=False),
 ]
 
 

@@ -1,0 +1,104 @@
+"""Every family the issue names, built with spandrel's own classes and random weights: the
+description the loader gives, tiled against whole-frame output, and Core ML conversion
+against the torch module on the portable executor (fp32 max error, fp16 PSNR)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import Net, compact, random_network, realplksr, rrdb, span
+
+from vs_coreml_esrgan import tiling
+from vs_coreml_esrgan.checkpoint import load_model
+from vs_coreml_esrgan.coreml.convert import convert_model
+from vs_coreml_esrgan.coreml.mil import MilProgram
+from vs_coreml_esrgan.coreml.verify import FP16_MIN_PSNR, FP32_MAX_ABS, random_tiles
+from vs_coreml_esrgan.network_spec import FALLBACK_OVERLAP, ModelError
+
+# One of each graph: the key layout and the block or convolution count change no operation
+# (those load and match spandrel in test_checkpoint.py); Compact x2 / x3 / x4 and ESRGAN
+# x4 / x2plus are also converted in test_coreml.py.
+CONVERTIBLE = [
+    rrdb(1), rrdb(1, layout="spandrel"), rrdb(2), rrdb(2, layout="spandrel"), rrdb(4),
+    rrdb(4, plus=True), rrdb(8), compact(1), compact(4, num_conv=16),
+    span(2), span(4), realplksr(2), realplksr(4, layer_norm=False),
+]
+
+
+def _torch_output(network: torch.nn.Module, tiles: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return network(torch.from_numpy(tiles.astype(np.float32))).numpy()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("net", CONVERTIBLE, ids=str)
+def test_conversion_parity_on_the_executor(make_checkpoint, tmp_path, net, precision):
+    loaded = load_model(make_checkpoint(net))
+    assert loaded.spec.coreml
+    if precision == "fp16" and not loaded.spec.supports_half:
+        with pytest.raises(ModelError, match=r"does not support half precision.*fp32"):
+            convert_model(loaded, tmp_path / "m.mlpackage", tile=(16, 16), precision="fp16")
+        return
+    package = convert_model(loaded, tmp_path / "m.mlpackage", tile=(24, 16), precision=precision)
+    program = MilProgram.load(package)
+    tiles = random_tiles(program.info, seed=1)
+    ours = program(tiles).astype(np.float32)
+    reference = _torch_output(loaded.network, tiles)
+    assert ours.shape == reference.shape == (1, 3, 16 * net.scale, 24 * net.scale)
+    assert np.ptp(reference) > 0.05  # the network computes something visible
+    if precision == "fp32":
+        assert np.abs(ours - reference).max() <= FP32_MAX_ABS
+    else:
+        mse = np.mean((np.clip(ours, 0, 1) - np.clip(reference, 0, 1)) ** 2)
+        assert 10 * np.log10(1 / max(mse, 1e-20)) >= FP16_MIN_PSNR
+
+
+def test_architecture_that_does_not_convert_is_named(make_checkpoint, tmp_path):
+    from spandrel.architectures.PLKSR import RealPLKSR
+
+    path = tmp_path / "dysample.pth"
+    torch.manual_seed(0)
+    torch.save(RealPLKSR(dim=16, n_blocks=1, upscaling_factor=2, kernel_size=7,
+                         dysample=True, layer_norm=True).state_dict(), path)
+    loaded = load_model(path)
+    assert "DySample" in loaded.spec.tags and not loaded.spec.coreml
+    with pytest.raises(ModelError, match=r"dysample\.pth: PLKSR x2 .*DySample.* does not "
+                                         r"convert to Core ML: torch op '.+' at to_img"):
+        convert_model(loaded, tmp_path / "m.mlpackage", tile=(16, 16), precision="fp16")
+    assert not (tmp_path / "m.mlpackage").exists()
+
+
+@pytest.mark.parametrize("net", [compact(2, num_conv=3), span(2), rrdb(4),
+                                 rrdb(1, layout="spandrel"), realplksr(2, layer_norm=False)],
+                         ids=str)
+def test_tiled_equals_whole_frame_where_the_field_allows(make_checkpoint, net):
+    spec = load_model(make_checkpoint(net)).spec
+    network = random_network(net)
+    if spec.receptive_radius is None:  # GroupNorm: statistics of the whole input
+        assert spec.default_overlap == FALLBACK_OVERLAP
+        return
+    overlap = spec.default_overlap
+    assert overlap == spec.receptive_radius
+    rng = np.random.default_rng(0)
+    image = rng.random((3, 2 * overlap + 20, 2 * overlap + 30), dtype=np.float32)
+    tile = (2 * overlap + 8, 2 * overlap + 4)
+    plan = tiling.plan_tiles(image.shape[2], image.shape[1], tile, overlap, spec.scale)
+    assert plan.num_tiles > 1
+    tiled = tiling.upscale_tiled(image, plan, lambda t: _torch_output(network, t))
+    whole = _torch_output(network, image[None])[0]
+    np.testing.assert_allclose(tiled, whole, atol=2e-5)
+
+
+def test_descriptions(make_checkpoint):
+    def describe(net: Net):
+        return load_model(make_checkpoint(net, name=net.arch)).spec
+
+    esrgan, x2plus = describe(rrdb(4)), describe(rrdb(2))
+    assert (esrgan.multiple_of, esrgan.minimum, esrgan.default_overlap) == (1, 2, 19)
+    assert (x2plus.multiple_of, x2plus.size_requirements) == (4, "multiple of 4, at least 4")
+    assert x2plus.default_overlap == FALLBACK_OVERLAP  # radius 39: too large to cover
+    assert describe(compact(4, num_conv=16)).default_overlap == 18
+    assert describe(span(4)).receptive_radius == 21
+    groupnorm = describe(realplksr(2, layer_norm=False))
+    assert (groupnorm.supports_half, groupnorm.coreml) == (False, True)
