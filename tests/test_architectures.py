@@ -102,3 +102,29 @@ def test_descriptions(make_checkpoint):
     assert describe(span(4)).receptive_radius == 21
     groupnorm = describe(realplksr(2, layer_norm=False))
     assert (groupnorm.supports_half, groupnorm.coreml) == (False, True)
+
+
+def test_inspect_and_models_show_the_description(make_checkpoint, tmp_path, monkeypatch,
+                                                 capsys):
+    from vs_coreml_esrgan.cli import main as cli
+
+    monkeypatch.setenv("VS_COREML_ESRGAN_MODELS", str(tmp_path))
+    monkeypatch.setenv("VS_COREML_ESRGAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("vs_coreml_esrgan.catalogue._package_dir", lambda: None)
+    make_checkpoint(span(2), name="my-span")
+    make_checkpoint(rrdb(2), name="my-x2plus", suffix=".safetensors")
+    make_checkpoint(realplksr(4, layer_norm=False), name="my-plksr")
+    assert cli(["inspect", str(tmp_path / "my-x2plus.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "architecture:     ESRGAN x2 (8nf, 1nb, unshuffle)" in out
+    assert "input size:       multiple of 4, at least 4" in out
+    assert "fp16:             supported" in out
+    assert f"default overlap:  {FALLBACK_OVERLAP} (cross-faded; not exact)" in out
+    assert "Core ML:          converts (parity tested)" in out
+    assert cli(["inspect", "my-span"]) == 0  # a name from the user directory
+    assert "default overlap:  21 (tiled = whole frame)" in capsys.readouterr().out
+    assert cli(["models"]) == 0
+    rows = {line.split()[0]: line.split()[1:6] for line in capsys.readouterr().out.splitlines()}
+    assert rows["my-span"] == ["x2", "SPAN", "any", "yes", "yes"]
+    assert rows["my-plksr"] == ["x4", "PLKSR", "any", "no", "yes"]
+    assert rows["my-x2plus"][:2] == ["x2", "ESRGAN"]

@@ -71,9 +71,8 @@ def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = No
         else:
             spec, network = build_network(read_state_dict(path), act_type=act_type)
     except ModelError as exc:
-        message = str(exc)
-        raise ModelError(message if message.startswith(str(path)) else f"{path}: {message}"
-                         ) from None
+        message = str(exc)  # the readers name the file already; detection does not
+        raise ModelError(message if str(path) in message else f"{path}: {message}") from None
     return LoadedModel(spec=spec, network=network, path=path)
 
 
