@@ -95,7 +95,6 @@ class TimedBackend:
 def load_network(model: str):
     """(spec, torch network) for a catalogue name or 'random-compact' / 'random-rrdb'."""
     import torch
-
     from spandrel.architectures.Compact import Compact
     from spandrel.architectures.ESRGAN import ESRGAN
 
