@@ -128,3 +128,15 @@ def test_inspect_and_models_show_the_description(make_checkpoint, tmp_path, monk
     assert rows["my-span"] == ["x2", "SPAN", "any", "yes", "yes"]
     assert rows["my-plksr"] == ["x4", "PLKSR", "any", "no", "yes"]
     assert rows["my-x2plus"][:2] == ["x2", "ESRGAN"]
+
+
+@pytest.mark.parametrize("net", [span(2), realplksr(2, layer_norm=False), rrdb(2)], ids=str)
+def test_torch_backend_runs_each_family_as_spandrel_does(make_checkpoint, net):
+    """The CPU backend traces and freezes the module; its output is the module's."""
+    from vs_coreml_esrgan.backends.torch_backend import create_torch_backend
+
+    loaded = load_model(make_checkpoint(net))
+    backend = create_torch_backend(loaded.network, loaded.spec.scale, device="cpu")
+    tiles = np.random.default_rng(2).random((2, 3, 16, 20), dtype=np.float32)
+    np.testing.assert_allclose(backend(tiles), _torch_output(random_network(net), tiles),
+                               atol=1e-4)

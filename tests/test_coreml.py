@@ -104,8 +104,8 @@ def test_saved_spec(make_checkpoint, tmp_path, precision):
     assert list(spec.description.output[0].type.multiArrayType.shape) == [3, 3, 96, 160]
     info = read_package(package)
     assert info.metadata == {
-        "arch": "srvgg", "scale": "4", "tile": "40x24", "batch": "3", "precision": precision,
-        "network": "SRVGGNetCompact x4 (num_conv=4, num_feat=8, act=prelu)",
+        "arch": "Compact", "scale": "4", "tile": "40x24", "batch": "3", "precision": precision,
+        "overlap": "6", "network": "Compact x4 (8nf, 4nc)",
         "source": checkpoint.name, "source_sha256": model_sha256(checkpoint),
         "version": info.metadata["version"]}
     assert info.metadata["version"] == vs_coreml_esrgan.__version__

@@ -37,7 +37,7 @@ class TorchBackend:
     name: str = "torch"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
                                   compare=False)
-    _frozen: dict[tuple[int, ...], torch.jit.ScriptModule] = field(
+    _frozen: dict[tuple[int, ...], torch.jit.ScriptModule | nn.Module] = field(
         default_factory=dict, repr=False, compare=False)
 
     @property
@@ -63,8 +63,11 @@ class TorchBackend:
         if key not in self._frozen:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracing is deprecated, still supported
-                traced = torch.jit.trace(self.network, x, check_trace=False)
-                self._frozen[key] = torch.jit.freeze(traced.eval())
+                try:
+                    traced = torch.jit.trace(self.network, x, check_trace=False)
+                    self._frozen[key] = torch.jit.freeze(traced.eval())
+                except Exception:  # an architecture the tracer cannot follow: run eagerly
+                    self._frozen[key] = self.network
         return self._frozen[key]
 
 
