@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from .ncnn_import import NcnnNetwork
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -62,18 +64,31 @@ def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = No
     unreadable, not a known architecture, or when its tensors do not fit the detected
     network.
     """
-    from .architectures import build_network
-
     path = Path(path)
     try:
         if path.suffix == ".param":
-            spec, network = _load_ncnn(path)
+            ncnn, state = _read_ncnn(path)
         else:
-            spec, network = build_network(read_state_dict(path), act_type=act_type)
+            ncnn, state = None, read_state_dict(path)
+        spec, network = _build(state, ncnn, act_type)
     except ModelError as exc:
         message = str(exc)  # the readers name the file already; detection does not
         raise ModelError(message if str(path) in message else f"{path}: {message}") from None
     return LoadedModel(spec=spec, network=network, path=path)
+
+
+def _build(state: dict[str, torch.Tensor], ncnn: NcnnNetwork | None,
+           act_type: Activation | None) -> tuple[NetworkSpec, nn.Module]:
+    """The network for a state dict: spandrel's module, resized where an ncnn export says
+    its Compact body's output is."""
+    from .architectures import build_network, with_bicubic_resize
+
+    if ncnn is not None and ncnn.arch == "srvgg" and ncnn.act_type != "prelu":
+        act_type = ncnn.act_type  # the graph tells ReLU from LeakyReLU; weights cannot
+    spec, network = build_network(state, act_type=act_type)
+    if ncnn is not None and ncnn.bicubic_from:
+        spec, network = with_bicubic_resize(spec, network, ncnn.scale)
+    return spec, network
 
 
 def model_sha256(path: str | os.PathLike[str]) -> str:
@@ -101,19 +116,13 @@ def hash_file_into(digest: hashlib._Hash, path: str | os.PathLike[str]) -> None:
             digest.update(chunk)
 
 
-def _load_ncnn(path: Path) -> tuple[NetworkSpec, nn.Module]:
+def _read_ncnn(path: Path) -> tuple[NcnnNetwork, dict[str, torch.Tensor]]:
     import torch
 
-    from .architectures import build_network, with_bicubic_resize
     from .ncnn_import import read_ncnn
 
     info, arrays = read_ncnn(path)
-    state = {key: torch.from_numpy(value) for key, value in arrays.items()}
-    act = info.act_type if info.arch == "srvgg" and info.act_type != "prelu" else None
-    spec, network = build_network(state, act_type=act)
-    if info.bicubic_from:
-        spec, network = with_bicubic_resize(spec, network, info.scale)
-    return spec, network
+    return info, {key: torch.from_numpy(value) for key, value in arrays.items()}
 
 
 def _read_torch(path: Path) -> object:
