@@ -153,3 +153,16 @@ def test_convert_verify_and_inspect_a_span_package(make_checkpoint, tmp_path, ca
     out = capsys.readouterr().out
     assert "  overlap: 21" in out and "  arch: SPAN" in out
     assert "silu x" in out and "sigmoid x" in out
+
+
+def test_square_requirement_reaches_the_tile_checks():
+    """Uformer (spandrel: multiples of 128, square) as a description: the filter's tile
+    choice and check and the converter's check all follow it."""
+    from vs_coreml_esrgan.filter import _tile_size
+    from vs_coreml_esrgan.network_spec import NetworkSpec
+
+    spec = NetworkSpec(arch="Uformer", scale=1, multiple_of=128, square=True)
+    assert spec.size_requirements == "multiple of 128, square"
+    assert _tile_size(None, 300, 100, 16, spec) == (384, 384)
+    with pytest.raises(ValueError, match="tile 256x128 is not square"):
+        _tile_size((256, 128), 300, 100, 16, spec)

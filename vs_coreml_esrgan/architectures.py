@@ -26,7 +26,8 @@ _COREML: dict[str, Callable[[tuple[str, ...]], bool]] = {
     "ESRGAN": lambda tags: True,
     "Compact": lambda tags: True,
     "SPAN": lambda tags: True,
-    # RealPLKSR without DySample (grid_sample has no Core ML equivalent); not PLKSR itself.
+    # RealPLKSR without DySample (its upsampler fails in the converter on a dynamic int,
+    # tested); not PLKSR itself (untested).
     "PLKSR": lambda tags: "Real" in tags and "DySample" not in tags,
 }
 
@@ -49,7 +50,7 @@ def build_network(state: Mapping[str, torch.Tensor], *, act_type: Activation | N
         descriptor = _load_plain_compact(state, act_type or "leakyrelu")
     else:
         support = _detect(state)
-        if act_type is not None and (support is None or support.architecture.id != "Compact"
+        if act_type is not None and (support.architecture.id != "Compact"
                                      or act_type != "prelu"):
             raise ModelError(f"act_type={act_type!r} does not fit the weights (it applies to "
                              "Compact networks; PReLU is detected from its weights)")
@@ -80,7 +81,7 @@ def describe(descriptor: Any) -> NetworkSpec:
     return NetworkSpec(
         arch=arch, scale=descriptor.scale, num_in_ch=descriptor.input_channels,
         num_out_ch=descriptor.output_channels, multiple_of=size.multiple_of,
-        minimum=size.minimum, supports_half=descriptor.supports_half,
+        minimum=size.minimum, square=size.square, supports_half=descriptor.supports_half,
         receptive_radius=receptive_radius(arch, getattr(descriptor.model, "hyperparameters",
                                                         {})),
         tiling=descriptor.tiling.name.lower(), tags=tags,

@@ -213,9 +213,13 @@ def _tile_size(tile: int | Sequence[int] | None, width: int, height: int, overla
                spec: NetworkSpec) -> tuple[int, int]:
     """The given tile checked against the model's size requirements, or the planned one."""
     if tile is None:
-        return tiling.choose_tile_size(width, height, overlap, multiple_of=spec.multiple_of,
-                                       minimum=spec.minimum)
+        chosen = tiling.choose_tile_size(width, height, overlap, multiple_of=spec.multiple_of,
+                                         minimum=spec.minimum)
+        return (max(chosen),) * 2 if spec.square else chosen
     sizes = _tile_pair(tile)
+    if spec.square and sizes[0] != sizes[1]:
+        raise ValueError(f"tile {sizes[0]}x{sizes[1]} is not square, which "
+                         f"{spec.describe()} needs")
     for s in sizes:
         if s < 2 * overlap + 1:
             raise ValueError(f"tile {s} is smaller than 2 x overlap + 1 = {2 * overlap + 1}; "

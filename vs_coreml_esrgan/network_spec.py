@@ -32,7 +32,8 @@ class NetworkSpec:
 
     ``arch`` is spandrel's architecture id ('ESRGAN', 'Compact', 'SPAN', 'PLKSR', ...);
     ``tags`` its variant tags ('64nf', '23nb', 'unshuffle', 'Real', ...).
-    Input width and height must be multiples of ``multiple_of`` and at least ``minimum``.
+    Input width and height must be multiples of ``multiple_of``, at least ``minimum`` and,
+    where ``square``, equal.
     ``receptive_radius``: input pixels each output pixel can see on each side, an upper
     bound; None where unknown or unbounded (normalisation over the whole input).
     ``coreml``: True where conversion to Core ML is tested to match (see the README table).
@@ -46,6 +47,7 @@ class NetworkSpec:
     num_out_ch: int = 3
     multiple_of: int = 1
     minimum: int = 0
+    square: bool = False
     supports_half: bool = True
     receptive_radius: int | None = None
     tiling: Tiling = "supported"
@@ -71,6 +73,8 @@ class NetworkSpec:
             parts.append(f"multiple of {self.multiple_of}")
         if self.minimum > 0:
             parts.append(f"at least {self.minimum}")
+        if self.square:
+            parts.append("square")
         return ", ".join(parts) or "any"
 
     def describe(self) -> str:

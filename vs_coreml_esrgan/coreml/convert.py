@@ -140,7 +140,7 @@ def convert_model(model: LoadedModel, output: str | os.PathLike[str], *,
     width, height = tile
     multiple, minimum = spec.multiple_of, spec.minimum
     if (min(width, height) < max(1, minimum) or width % multiple or height % multiple
-            or batch < 1):
+            or (spec.square and width != height) or batch < 1):
         raise ModelError(f"tile {width}x{height} and batch {batch}: expected positive sizes, "
                          f"for this model {spec.size_requirements}")
     network = exportable(model).float()
