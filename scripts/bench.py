@@ -95,22 +95,20 @@ class TimedBackend:
 def load_network(model: str):
     """(spec, torch network) for a catalogue name or 'random-compact' / 'random-rrdb'."""
     import torch
+    from spandrel.architectures.Compact import Compact
+    from spandrel.architectures.ESRGAN import ESRGAN
 
+    from vs_coreml_esrgan.architectures import build_network
     from vs_coreml_esrgan.checkpoint import load_model
-    from vs_coreml_esrgan.network_spec import NetworkSpec
-    from vs_coreml_esrgan.networks import build_network
 
     if model.startswith("random-"):
         torch.manual_seed(0)
-        spec = (NetworkSpec(arch="srvgg", scale=4, num_conv=16, num_feat=64)
-                if model == "random-compact" else
-                NetworkSpec(arch="rrdbnet", scale=4, num_block=23, num_feat=64,
-                            num_grow_ch=32))
-        network = build_network(spec)
+        untrained = (Compact(num_feat=64, num_conv=16, upscale=4) if model == "random-compact"
+                     else ESRGAN(num_filters=64, num_blocks=23, scale=4))
         with torch.no_grad():
-            for parameter in network.parameters():
+            for parameter in untrained.parameters():
                 parameter.mul_(0.5)
-        return spec, network
+        return build_network(untrained.state_dict())
     from vs_coreml_esrgan.filter import _model_path
 
     loaded = load_model(_model_path(model))
@@ -207,18 +205,18 @@ def _run_realesrgan(model: str, spec, network, clip, frames: int, workdir: Path)
     import torch
 
     RealESRGANer = _import_realesrgan()
-    if spec.arch == "rrdbnet":
+    hyper = network.hyperparameters  # spandrel's constructor arguments
+    if spec.arch == "ESRGAN":
         from basicsr.archs.rrdbnet_arch import RRDBNet
 
-        arch = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=spec.num_feat,
-                       num_block=spec.num_block, num_grow_ch=spec.num_grow_ch,
-                       scale=spec.scale)
+        arch = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=hyper["num_filters"],
+                       num_block=hyper["num_blocks"], num_grow_ch=32, scale=spec.scale)
     else:
         from realesrgan.archs.srvgg_arch import SRVGGNetCompact
 
-        arch = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=spec.num_feat,
-                               num_conv=spec.num_conv, upscale=spec.scale,
-                               act_type=spec.act_type)
+        arch = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=hyper["num_feat"],
+                               num_conv=hyper["num_conv"], upscale=spec.scale,
+                               act_type=hyper["act_type"])
     weights = _params_checkpoint(model, network, workdir)
     upsampler = RealESRGANer(scale=spec.scale, model_path=str(weights), model=arch, tile=0,
                              pre_pad=0, half=False, device=torch.device("cpu"))
@@ -243,8 +241,31 @@ def _params_checkpoint(model: str, network, workdir: Path) -> Path:
 
     path = workdir / f"{model}-params.pth"
     if not path.exists():
-        torch.save({"params": network.state_dict()}, path)
+        state = network.state_dict()
+        if "model.0.weight" in state:  # spandrel's ESRGAN keys: the original ESRGAN layout
+            state = _basicsr_rrdbnet_keys(state)
+        torch.save({"params": state}, path)
     return path
+
+
+def _basicsr_rrdbnet_keys(state: dict) -> dict:
+    """An x4 ESRGAN state dict in the original layout (``model.N``) with basicsr's names."""
+    import re
+
+    blocks = 1 + max(int(m.group(1)) for key in state
+                     if (m := re.match(r"model\.1\.sub\.(\d+)\.RDB", key)))
+    tail = {"model.0": "conv_first", f"model.1.sub.{blocks}": "conv_body",
+            "model.3": "conv_up1", "model.6": "conv_up2", "model.8": "conv_hr",
+            "model.10": "conv_last"}
+    renamed = {}
+    for key, value in state.items():
+        module, kind = key.rsplit(".", 1)
+        if body := re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0", module):
+            block, rdb, conv = body.groups()
+            renamed[f"body.{block}.rdb{rdb}.conv{conv}.{kind}"] = value
+        else:
+            renamed[f"{tail[module]}.{kind}"] = value
+    return renamed
 
 
 def _import_realesrgan():

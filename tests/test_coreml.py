@@ -105,8 +105,8 @@ def test_saved_spec(make_checkpoint, tmp_path, precision):
     assert list(spec.description.output[0].type.multiArrayType.shape) == [3, 3, 96, 160]
     info = read_package(package)
     assert info.metadata == {
-        "arch": "srvgg", "scale": "4", "tile": "40x24", "batch": "3", "precision": precision,
-        "network": "SRVGGNetCompact x4 (num_conv=4, num_feat=8, act=prelu)",
+        "arch": "Compact", "scale": "4", "tile": "40x24", "batch": "3", "precision": precision,
+        "overlap": "6", "network": "Compact x4 (8nf, 4nc)",
         "source": checkpoint.name, "source_sha256": model_sha256(checkpoint),
         "version": info.metadata["version"]}
     assert info.metadata["version"] == vs_coreml_esrgan.__version__
@@ -144,7 +144,7 @@ def test_refuses_to_overwrite_and_bad_settings(make_checkpoint, tmp_path):
     existing.mkdir()
     with pytest.raises(ModelError, match="already exists"):
         convert_model(loaded, existing, tile=(16, 16))
-    with pytest.raises(ModelError, match="multiples of 2"):
+    with pytest.raises(ModelError, match="multiple of 4, at least 4"):
         convert_model(loaded, tmp_path / "odd.mlpackage", tile=(15, 16))
     with pytest.raises(ModelError, match=r"must end in \.mlpackage"):
         convert_model(loaded, tmp_path / "x.mlmodel", tile=(16, 16))
@@ -161,14 +161,14 @@ def test_executor_names_unknown_operations(tmp_path):
 
     class Odd(torch.nn.Module):
         def forward(self, x):
-            return torch.sigmoid(x)
+            return torch.exp(x)
 
     traced = torch.jit.trace(Odd(), torch.rand(1, 3, 8, 8))
     model = ct.convert(traced, inputs=[ct.TensorType(name="input", shape=(1, 3, 8, 8))],
                        convert_to="mlprogram", minimum_deployment_target=ct.target.macOS13,
                        skip_model_load=True)
     model.save(str(tmp_path / "odd.mlpackage"))
-    with pytest.raises(ModelError, match=r"operation 'sigmoid' .* is not supported by the "
+    with pytest.raises(ModelError, match=r"operation 'exp' .* is not supported by the "
                                          r"portable executor"):
         MilProgram.load(tmp_path / "odd.mlpackage")
 
@@ -444,7 +444,7 @@ def test_damaged_package_is_named_by_every_entry_point(small_package, tmp_path, 
 def test_verify_says_the_scales_differ(small_package, make_checkpoint, capsys):
     other = make_checkpoint(compact(scale=4, num_conv=2))
     assert cli(["verify", str(small_package[0]), "--against", str(other)]) == 2
-    assert re.search(r"small\.mlpackage upscales x2 but model\.pth is SRVGGNetCompact x4 .*: "
+    assert re.search(r"small\.mlpackage upscales x2 but model\.pth is Compact x4 .*: "
                      r"the scales differ", capsys.readouterr().err)
 
 
@@ -507,7 +507,7 @@ def test_models_lists_what_it_can(tmp_path, monkeypatch, make_checkpoint, capsys
     assert cli(["models"]) == 0
     captured = capsys.readouterr()
     lines = {line.split()[0]: line for line in captured.out.splitlines() if line}
-    assert lines["good"].split()[1:3] == ["x3", "srvgg"]
+    assert lines["good"].split()[1:3] == ["x3", "Compact"]
     assert lines["aaa-notes"].split()[1:3] == ["?", "unreadable"]
     assert lines["broken"].split()[1:3] == ["?", "unreadable"]
     assert re.search(r"warning: .*aaa-notes\.pth: not a readable PyTorch checkpoint",

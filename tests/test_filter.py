@@ -159,7 +159,9 @@ def test_concurrent_requests_give_identical_frames(model):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"tile": 32}, r"tile 32 is smaller than 2 x overlap \+ 1 = 33"),
+    ({"tile": 32, "overlap": 16}, r"tile 32 is smaller than 2 x overlap \+ 1 = 33"),
+    # the default overlap is the model's receptive radius: 3 + 2 convolutions
+    ({"tile": 10}, r"tile 10 is smaller than 2 x overlap \+ 1 = 11"),
     ({"tile": (64, 20), "overlap": 10}, r"tile 20 is smaller than 2 x overlap \+ 1 = 21"),
     ({"tile": "big"}, r"tile must be a positive int or \[width, height\], got 'big'"),
     ({"overlap": -1}, r"overlap must be a non-negative int"),
@@ -178,7 +180,8 @@ def test_bad_arguments(model, kwargs, message):
 
 def test_tile_not_a_multiple_for_pixel_unshuffle(make_checkpoint):
     clip = core.std.BlankClip(format=vs.RGB24, width=64, height=48)
-    with pytest.raises(vs.Error, match=r"upscale: tile 45 is not a multiple of 2"):
+    with pytest.raises(vs.Error, match=r"upscale: tile 45 does not meet the size requirements "
+                                       r"of ESRGAN x2 .*: multiple of 4, at least 4"):
         upscale(clip, make_checkpoint(rrdb(scale=2)), tile=45)
 
 

@@ -72,8 +72,8 @@ def test_namespace_script_equals_python_api(tmp_path, make_checkpoint):
 
 @pytest.mark.parametrize(("call", "message"), [
     ("clip, model='/no/such.pth'", "Upscale: model file '/no/such.pth' does not exist"),
-    ("clip, model=MODEL, tile=[8]", "Upscale: tile 8 is smaller than 2 x overlap + 1 = 33; "
-                                    "use a"),
+    ("clip, model=MODEL, tile=[8], overlap=16", "Upscale: tile 8 is smaller than 2 x "
+                                                "overlap + 1 = 33; use a"),
     ("3, model=MODEL", "Upscale: argument clip was passed an unsupported type"),
     ("clip, model=MODEL, precision='int4'", "Upscale: precision must be one of auto, fp32"),
     ("clip, model=MODEL, tile=[1, 2, 3]", "Upscale: tile must be a positive int or [width, "

@@ -47,7 +47,7 @@ def test_packaged_model_matches_ncnn_runtime(known):
     path = resolve_model(known.name).path
     model = load_model(path)
     assert (model.spec.scale, model.spec.arch) == (known.scale, known.arch)
-    size = 48 if known.arch == "rrdbnet" else 96
+    size = 48 if known.arch == "ESRGAN" else 96
     image = _photo(size)
     with torch.inference_mode():
         ours = model.network(torch.from_numpy(image)[None]).numpy()[0]

@@ -1,4 +1,5 @@
-"""The two architectures against forward passes written straight from the state dict.
+"""The networks spandrel builds against forward passes written straight from the state
+dict, and the receptive radii the description claims against measured ones.
 
 The references below re-derive Real-ESRGAN's computation from the published architecture
 (layer roles by key name, torch.nn.functional only), independently of the modules.
@@ -9,7 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compact, random_network, rrdb
+from conftest import compact, random_network, real_esrgan_layout, rrdb, span
+
+from vs_coreml_esrgan.architectures import receptive_radius
 
 
 def _conv(state, name, x):
@@ -69,25 +72,54 @@ def test_compact_matches_reference(spec):
 
 @pytest.mark.parametrize("scale", [1, 2, 4])
 def test_rrdbnet_matches_reference(scale):
-    spec = rrdb(scale=scale)
+    spec = rrdb(scale=scale, num_block=2)
     network = random_network(spec)
     x = torch.rand(1, 3, 12, 16)
     with torch.no_grad():
-        expected = reference_rrdb(network.state_dict(), scale, x)
+        expected = reference_rrdb(real_esrgan_layout(network.state_dict()), scale, x)
         got = network(x)
     assert got.shape == (1, 3, 12 * scale, 16 * scale)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def _changed_rows(network, scale: int, size: int = 41) -> tuple[int, int]:
+    """Input rows (first, last) whose outputs depend on one central input pixel: that
+    pixel is NaN, which every operation reading it passes on, however small its weight."""
+    x = torch.rand(1, 3, size, size)
+    x[..., size // 2, size // 2] = float("nan")
+    with torch.no_grad():
+        changed = network(x).isnan().any(1)[0]
+    rows = changed.any(1).nonzero().flatten()
+    return rows.min().item() // scale, rows.max().item() // scale
+
+
 def test_receptive_radius_of_compact_is_exact():
     """Changing one input pixel changes outputs exactly within num_conv + 2 pixels."""
-    spec = compact(scale=1, num_conv=5)
-    network = random_network(spec)
-    x = torch.rand(1, 3, 41, 41)
-    y = x.clone()
-    y[..., 20, 20] += 1.0
-    with torch.no_grad():
-        changed = (network(x) - network(y)).abs().amax(1)[0] > 0
-    rows = changed.any(1).nonzero().flatten()
-    assert (rows.min().item(), rows.max().item()) == (20 - spec.receptive_radius,
-                                                     20 + spec.receptive_radius)
+    net = compact(scale=1, num_conv=5)
+    radius = receptive_radius("Compact", net.kwargs)
+    assert _changed_rows(random_network(net), 1) == (20 - radius, 20 + radius)
+
+
+def test_receptive_radius_of_span_is_exact():
+    net = span(scale=2)
+    radius = receptive_radius("SPAN", net.kwargs)
+    assert _changed_rows(random_network(net), 2, size=49) == (24 - radius, 24 + radius)
+
+
+@pytest.mark.parametrize("scale", [4, 2])
+def test_receptive_radius_of_esrgan_is_a_bound(scale):
+    net = rrdb(scale=scale)
+    radius = receptive_radius("ESRGAN", net.kwargs)
+    size = 2 * radius + 9 + (3 if scale == 2 else 0)  # a multiple of 4 for unshuffle
+    first, last = _changed_rows(random_network(net), scale, size)
+    centre = size // 2
+    assert centre - radius <= first and last <= centre + radius
+    assert last - centre >= radius - 2 * (4 // scale)  # and a tight one
+
+
+def test_groupnorm_makes_the_field_global():
+    from conftest import realplksr
+
+    net = realplksr(scale=2, layer_norm=False)
+    assert receptive_radius("PLKSR", net.kwargs) is None
+    assert _changed_rows(random_network(net), 2, size=33) == (0, 32)

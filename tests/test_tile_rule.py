@@ -7,9 +7,10 @@ import math
 
 import pytest
 import vapoursynth as vs
-from conftest import compact
+from conftest import compact, random_network, real_esrgan_layout, rrdb
 
 from vs_coreml_esrgan import upscale
+from vs_coreml_esrgan.architectures import build_network
 from vs_coreml_esrgan.coreml.package import read_package
 from vs_coreml_esrgan.coreml.tile_rule import (
     activation_bytes_per_pixel,
@@ -17,56 +18,72 @@ from vs_coreml_esrgan.coreml.tile_rule import (
     largest_tile_side,
 )
 from vs_coreml_esrgan.network_spec import NetworkSpec
-from vs_coreml_esrgan.networks import build_network
 from vs_coreml_esrgan.tiling import plan_tiles
 
-X4PLUS = NetworkSpec(arch="rrdbnet", scale=4, num_block=2)  # blocks do not change sizes
-X2PLUS = NetworkSpec(arch="rrdbnet", scale=2, num_block=2)
-ANIMEVIDEOV3 = NetworkSpec(arch="srvgg", scale=4, num_conv=16, num_feat=64)
 BUDGET = 256 * 2**20
-NETWORKS = {}
+_BUILT: dict = {}
 
 
-def _net(spec):
-    if spec not in NETWORKS:
-        NETWORKS[spec] = build_network(spec).eval()
-    return NETWORKS[spec]
+def _build(net):
+    """(network, description) as a loader builds them from the saved weights."""
+    if net.describe() not in _BUILT:
+        state = random_network(net).state_dict()
+        if net.layout == "real-esrgan":
+            state = real_esrgan_layout(state)
+        spec, network = build_network(state)
+        _BUILT[net.describe()] = (network, spec)
+    return _BUILT[net.describe()]
+
+
+# The official shapes (blocks do not change tensor sizes, so 2 stand for 23).
+X4PLUS = rrdb(4, num_block=2, num_feat=64)
+X2PLUS = rrdb(2, num_block=2, num_feat=64)
+ANIMEVIDEOV3 = compact(4, num_conv=16, num_feat=64)
+
+
+def _net(net):
+    return _build(net)[0]
+
+
+def _spec(net):
+    return _build(net)[1]
 
 
 def test_activation_sizes_by_hand():
     # x4plus: 64 channels at 4x the size, 2 bytes: 64 * 16 * 2 per input pixel.
-    assert activation_bytes_per_pixel(_net(X4PLUS), X4PLUS) == 2048
+    assert activation_bytes_per_pixel(_net(X4PLUS), _spec(X4PLUS)) == 2048
     # 512 x 512 would need 512 MiB; the largest multiple of 16 within 256 MiB is 352.
     assert 2048 * 512 * 512 == 512 * 2**20
-    assert largest_tile_side(_net(X4PLUS), X4PLUS) == 352 == 16 * (
+    assert largest_tile_side(_net(X4PLUS), _spec(X4PLUS)) == 352 == 16 * (
         math.isqrt(BUDGET // 2048) // 16)
     # The compact net: 64 features (3 x 16 output channels) at the input size.
-    assert activation_bytes_per_pixel(_net(ANIMEVIDEOV3), ANIMEVIDEOV3) == 128
-    assert largest_tile_side(_net(ANIMEVIDEOV3), ANIMEVIDEOV3) == 512  # the usual maximum
+    assert activation_bytes_per_pixel(_net(ANIMEVIDEOV3), _spec(ANIMEVIDEOV3)) == 128
+    assert largest_tile_side(_net(ANIMEVIDEOV3), _spec(ANIMEVIDEOV3)) == 512  # the usual maximum
     # x2plus: 64 channels at the output size (2x), 192 in the dense blocks at half size.
-    assert activation_bytes_per_pixel(_net(X2PLUS), X2PLUS) == 2 * 64 * 4
+    assert activation_bytes_per_pixel(_net(X2PLUS), _spec(X2PLUS)) == 2 * 64 * 4
 
 
-@pytest.mark.parametrize("spec", [X4PLUS, X2PLUS, ANIMEVIDEOV3], ids=["x4plus", "x2plus",
-                                                                     "compact"])
+@pytest.mark.parametrize("net", [X4PLUS, X2PLUS, ANIMEVIDEOV3], ids=["x4plus", "x2plus",
+                                                                   "compact"])
 @pytest.mark.parametrize("size", [(1920, 1080), (1280, 720), (720, 480), (640, 360),
                                   (321, 179), (41, 29)])
-def test_tiles_are_multiples_of_16_within_the_budget(spec, size):
-    tile = coreml_tile_size(*size, 16, _net(spec), spec)
+def test_tiles_are_multiples_of_16_within_the_budget(net, size):
+    spec = _spec(net)
+    tile = coreml_tile_size(*size, 16, _net(net), spec)
     assert tile[0] % 16 == 0 and tile[1] % 16 == 0
     assert tile[0] % spec.multiple_of == 0 and tile[1] % spec.multiple_of == 0
-    assert activation_bytes_per_pixel(_net(spec), spec) * tile[0] * tile[1] <= BUDGET
+    assert activation_bytes_per_pixel(_net(net), spec) * tile[0] * tile[1] <= BUDGET
     plan_tiles(*size, tile, 16, spec.scale)  # a valid plan for this frame
 
 
 def test_multiples_of_64_when_they_cost_little():
     # 1840 wide in 4 tiles needs 490 pixels each: 496 (16) or 512 (64), 3.2 % more.
-    assert coreml_tile_size(1840, 512, 16, _net(ANIMEVIDEOV3), ANIMEVIDEOV3) == (512, 512)
+    assert coreml_tile_size(1840, 512, 16, _net(ANIMEVIDEOV3), _spec(ANIMEVIDEOV3)) == (512, 512)
     # 1000 wide in 3 tiles needs 360: 368 (16) or 384 (64), 4.3 % more, with 700 high
     # in 2 tiles needing 370: 384 either way.
-    assert coreml_tile_size(1000, 700, 16, _net(ANIMEVIDEOV3), ANIMEVIDEOV3) == (384, 384)
+    assert coreml_tile_size(1000, 700, 16, _net(ANIMEVIDEOV3), _spec(ANIMEVIDEOV3)) == (384, 384)
     # 1280x720: 454 x 380 needed; 464 x 384 beats 512 x 384 (10 % more).
-    assert coreml_tile_size(1280, 720, 16, _net(ANIMEVIDEOV3), ANIMEVIDEOV3) == (464, 384)
+    assert coreml_tile_size(1280, 720, 16, _net(ANIMEVIDEOV3), _spec(ANIMEVIDEOV3)) == (464, 384)
 
 
 def test_the_filter_converts_for_the_rule(make_checkpoint, tmp_path, monkeypatch):
@@ -93,5 +110,5 @@ def test_functional_tensors_count_too():
             up = F.interpolate(x, scale_factor=4, mode="nearest")
             return self.conv(torch.cat([up] * 8, 1))
 
-    spec = NetworkSpec(arch="srvgg", scale=4)
+    spec = NetworkSpec(arch="Compact", scale=4)
     assert activation_bytes_per_pixel(Wide(), spec) == 2 * 24 * 16

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import compact, random_network, rrdb
 
+from vs_coreml_esrgan.architectures import receptive_radius
 from vs_coreml_esrgan.tiling import choose_tile_size, plan_axis, plan_tiles, upscale_tiled
 
 
@@ -72,6 +73,14 @@ def test_choose_tile_respects_multiple():
     assert choose_tile_size(63, 47, 16, multiple_of=2) == (64, 48)
 
 
+def test_choose_tile_respects_minimum():
+    """A model's minimum input size (spandrel's size requirements) bounds the tile from
+    below, also for a frame smaller than it (which is then padded)."""
+    assert choose_tile_size(10, 7, 2, minimum=16) == (16, 16)
+    assert choose_tile_size(10, 30, 2, multiple_of=4, minimum=14) == (16, 32)
+    assert choose_tile_size(1000, 20, 4, minimum=300)[0] >= 300
+
+
 def test_tile_smaller_than_twice_overlap():
     with pytest.raises(ValueError, match=r"tile 32 is smaller than 2 x overlap \+ 1 = 33"):
         plan_tiles(100, 100, (32, 64), 16, 2)
@@ -82,7 +91,7 @@ def test_tile_smaller_than_twice_overlap():
 def test_tiled_equals_whole_frame_within_receptive_field(tile, overlap, batch):
     """SRVGGNetCompact num_conv=16 sees 18 pixels: with overlap >= 18 tiling is exact."""
     spec = compact(scale=2, num_conv=16, num_feat=8)
-    assert spec.receptive_radius == 18
+    assert receptive_radius("Compact", spec.kwargs) == 18
     network = random_network(spec, std=0.15)
     image = np.random.default_rng(1).random((3, 97, 131), dtype=np.float32)
     with torch.inference_mode():

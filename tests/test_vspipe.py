@@ -54,7 +54,8 @@ def test_vpy_decodes_to_expected_frames(make_checkpoint):
     (["-a", "model=/no/such/model.pth"], "upscale: model file '/no/such/model.pth' does not "
                                          "exist"),
     (["-a", "model=esrgan-9000"], "upscale: unknown model 'esrgan-9000'"),
-    (["-a", "tile=8"], r"upscale: tile 8 is smaller than 2 x overlap + 1 = 33"),
+    # the default model's overlap is its receptive radius: 16 convolutions + 2
+    (["-a", "tile=8"], r"upscale: tile 8 is smaller than 2 x overlap + 1 = 37"),
 ])
 def test_bad_arguments_fail_cleanly(args, message):
     status, _, raw, stderr = _pipe(args)

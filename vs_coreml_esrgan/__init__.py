@@ -3,7 +3,7 @@
 from ._plugin import load_development_plugin
 from .filter import upscale
 from .job.source import source
-from .network_spec import ModelError, NetworkSpec, detect_spec
+from .network_spec import ModelError, NetworkSpec
 from .tiling import TilePlan, choose_tile_size, plan_tiles, upscale_tiled
 
 __version__ = "0.1.0"
@@ -12,4 +12,4 @@ __version__ = "0.1.0"
 load_development_plugin()
 
 __all__ = ["ModelError", "NetworkSpec", "TilePlan", "__version__", "choose_tile_size",
-           "detect_spec", "plan_tiles", "source", "upscale", "upscale_tiled"]
+           "plan_tiles", "source", "upscale", "upscale_tiled"]

@@ -27,15 +27,15 @@ class KnownModel:
 
 
 KNOWN_MODELS = (
-    KnownModel("realesr-animevideov3", 4, "srvgg", "REALESRGAN_ANIMAVIDEOV3_UP4X",
+    KnownModel("realesr-animevideov3", 4, "Compact", "REALESRGAN_ANIMAVIDEOV3_UP4X",
                "fast, for anime and video (the default)"),
-    KnownModel("realesr-animevideov3-x3", 3, "srvgg", "REALESRGAN_ANIMAVIDEOV3_UP3X",
+    KnownModel("realesr-animevideov3-x3", 3, "Compact", "REALESRGAN_ANIMAVIDEOV3_UP3X",
                "x4 network resized to x3"),
-    KnownModel("realesr-animevideov3-x2", 2, "srvgg", "REALESRGAN_ANIMAVIDEOV3_UP2X",
+    KnownModel("realesr-animevideov3-x2", 2, "Compact", "REALESRGAN_ANIMAVIDEOV3_UP2X",
                "x4 network resized to x2"),
-    KnownModel("realesrgan-x4plus", 4, "rrdbnet", "REALESRGAN_X4PLUS_UP4X",
+    KnownModel("realesrgan-x4plus", 4, "ESRGAN", "REALESRGAN_X4PLUS_UP4X",
                "large, for photos and live action (slow)"),
-    KnownModel("realesrgan-x4plus-anime", 4, "rrdbnet", "REALESRGAN_X4PLUSANIME_UP4X",
+    KnownModel("realesrgan-x4plus-anime", 4, "ESRGAN", "REALESRGAN_X4PLUSANIME_UP4X",
                "6-block RRDBNet for anime stills"),
 )
 

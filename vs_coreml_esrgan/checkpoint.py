@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .network_spec import Activation, ModelError, NetworkSpec, detect_spec, rename_legacy_keys
+from .network_spec import Activation, ModelError, NetworkSpec
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from .ncnn_import import NcnnNetwork
 
 _EXPECTED = ("a checkpoint (.pth, .pt, .safetensors), an ncnn .param with its .bin beside it, "
              "or a converted .mlpackage")
@@ -30,11 +32,12 @@ class LoadedModel:
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read the tensors of a Real-ESRGAN checkpoint, keys in the current layout.
+    """Read the tensors of a checkpoint, unwrapped as spandrel does (``params_ema``,
+    ``params``, ``state_dict``, ... and ``module.`` prefixes).
 
-    Accepts ``.pth`` / ``.pt`` (a dict holding ``params_ema``, ``params`` or the tensors
-    themselves; loaded with ``weights_only=True`` because a checkpoint is untrusted input)
-    and ``.safetensors``. Raises ModelError naming the file for anything else.
+    Accepts ``.pth`` / ``.pt`` / ``.ckpt`` (loaded with ``weights_only=True`` because a
+    checkpoint is untrusted input) and ``.safetensors``. Raises ModelError naming the file
+    for anything else.
     """
     path = Path(path)
     if path.is_dir():
@@ -42,13 +45,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ModelError(f"model file {str(path)!r} does not exist")
     raw = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
-    if isinstance(raw, dict):
-        for wrapper in ("params_ema", "params", "state_dict"):
-            if isinstance(raw.get(wrapper), dict):
-                raw = raw[wrapper]
-                break
     import torch
+    from spandrel import canonicalize_state_dict
 
+    if isinstance(raw, dict):
+        raw = canonicalize_state_dict(raw)
     if not isinstance(raw, dict) or not raw:
         raise ModelError(f"{path}: expected a dict of tensors, found {type(raw).__name__}"
                          + (" (empty)" if isinstance(raw, dict) else ""))
@@ -56,40 +57,32 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not tensors:
         found = ", ".join(f"{k}: {type(v).__name__}" for k, v in list(raw.items())[:5])
         raise ModelError(f"{path}: expected tensors, found {found}")
-    mapping = rename_legacy_keys(list(tensors))
-    return {mapping[k]: v for k, v in tensors.items()}
+    return tensors
 
 
 def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = None
                ) -> LoadedModel:
     """Load a checkpoint (or an ncnn ``.param`` with its ``.bin``): detect its
-    architecture, build the network, load the weights.
+    architecture (through spandrel), build the network, load the weights.
 
-    Raises ModelError naming the file when it is missing, unreadable, not a supported
-    architecture, or when its tensors do not fit the detected network.
+    ``act_type``: a Compact network's activation where its weights cannot tell (ReLU or
+    LeakyReLU; LeakyReLU is assumed). Raises ModelError naming the file when it is missing,
+    unreadable, not a known architecture, or when its tensors do not fit the detected
+    network.
     """
     path = Path(path)
     if path.is_dir():
         raise ModelError(f"{path} is a directory, not a model file: expected {_EXPECTED}")
-    if path.suffix == ".param":
-        spec, state = _read_ncnn(path)
-    else:
-        state = read_state_dict(path)
-        try:
-            spec = detect_spec({k: tuple(v.shape) for k, v in state.items()},
-                               act_type=act_type)
-        except ModelError as exc:
-            raise ModelError(f"{path}: {exc}") from None
-    check_finite(state, path)
-    from .networks import build_network
-
-    network = build_network(spec)
     try:
-        network.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    except RuntimeError as exc:
-        detail = str(exc).split("\n", 1)[-1].strip()
-        raise ModelError(f"{path}: tensors do not fit {spec.describe()}: {detail}") from None
-    network.requires_grad_(False)
+        if path.suffix == ".param":
+            ncnn, state = _read_ncnn(path)
+        else:
+            ncnn, state = None, read_state_dict(path)
+        check_finite(state, path)
+        spec, network = _build(state, ncnn, act_type)
+    except ModelError as exc:
+        message = str(exc)  # the readers name the file already; detection does not
+        raise ModelError(message if str(path) in message else f"{path}: {message}") from None
     return LoadedModel(spec=spec, network=network, path=path)
 
 
@@ -111,6 +104,20 @@ def check_finite(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str]
         raise ModelError(f"{path}: the weights are not finite: {', '.join(bad[:3])}{more}; "
                          "the file is damaged or comes from a diverged training run: use "
                          "another checkpoint")
+
+
+def _build(state: dict[str, torch.Tensor], ncnn: NcnnNetwork | None,
+           act_type: Activation | None) -> tuple[NetworkSpec, nn.Module]:
+    """The network for a state dict: spandrel's module, resized where an ncnn export says
+    its Compact body's output is."""
+    from .architectures import build_network, with_bicubic_resize
+
+    if ncnn is not None and ncnn.arch == "srvgg" and ncnn.act_type != "prelu":
+        act_type = ncnn.act_type  # the graph tells ReLU from LeakyReLU; weights cannot
+    spec, network = build_network(state, act_type=act_type)
+    if ncnn is not None and ncnn.bicubic_from:
+        spec, network = with_bicubic_resize(spec, network, ncnn.scale)
+    return spec, network
 
 
 def model_sha256(path: str | os.PathLike[str]) -> str:
@@ -138,13 +145,13 @@ def hash_file_into(digest: hashlib._Hash, path: str | os.PathLike[str]) -> None:
             digest.update(chunk)
 
 
-def _read_ncnn(path: Path) -> tuple[NetworkSpec, dict[str, torch.Tensor]]:
+def _read_ncnn(path: Path) -> tuple[NcnnNetwork, dict[str, torch.Tensor]]:
     import torch
 
     from .ncnn_import import read_ncnn
 
-    spec, arrays = read_ncnn(path)
-    return spec, {key: torch.from_numpy(value) for key, value in arrays.items()}
+    info, arrays = read_ncnn(path)
+    return info, {key: torch.from_numpy(value) for key, value in arrays.items()}
 
 
 def _read_torch(path: Path) -> object:

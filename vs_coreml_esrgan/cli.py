@@ -53,7 +53,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
                          f"{MIN_CONVERT_TILE} pixels (more than 2 x overlap + 1, 33 for the "
                          "default overlap of 16) leave room for the network's context")
     loaded = load_model(_resolve(args.model))
-    check_fits(args.tile, args.batch, activation_values(loaded.spec))
+    check_fits(args.tile, args.batch, activation_values(loaded.network, loaded.spec))
+    if not loaded.spec.coreml:
+        print(f"{PROG}: warning: Core ML conversion of {loaded.spec.describe()} is untested; "
+              "check the result with `verify`", file=sys.stderr)
     output = Path(args.output)
     print(f"converting {loaded.spec.describe()} to {output} (tile {args.tile[0]}x"
           f"{args.tile[1]}, batch {args.batch}, {args.precision}) ...", file=sys.stderr)
@@ -117,18 +120,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if not args.target.endswith(".mlpackage"):
+        return _inspect_model(args.target)
     from collections import Counter
 
     from .coreml.package import check_weights, load_spec, read_package
 
-    info = read_package(args.package)
-    weights = check_weights(args.package)  # a damaged package fails here, not on first use
+    info = read_package(args.target)
+    weights = check_weights(args.target)  # a damaged package fails here
     print(f"{info.path}")
     print(f"  input  {info.input_name}: {info.input_shape} {info.input_dtype}")
     print(f"  output {info.output_name}: {info.output_shape} {info.output_dtype}")
     for key, value in sorted(info.metadata.items()):
         print(f"  {key}: {value}")
-    function = load_spec(args.package).mlProgram.functions["main"]
+    function = load_spec(args.target).mlProgram.functions["main"]
     ops = Counter(op.type for op in function.block_specializations[function.opset].operations
                   if op.type != "const")
     print("  operations: " + ", ".join(f"{name} x{count}" for name, count in sorted(ops.items())))
@@ -145,7 +150,7 @@ def _placement_text(args: argparse.Namespace) -> str:
     from .backends.coreml_plan import placement
 
     try:
-        return placement(compiled_model(args.package), args.compute_units).describe() \
+        return placement(compiled_model(args.target), args.compute_units).describe() \
             + " of the estimated cost"
     except BackendError as exc:
         return f"not available: {exc}"
@@ -159,36 +164,76 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect_model(model: str) -> int:
+    from .checkpoint import load_model
+
+    loaded = load_model(_resolve(model))
+    spec = loaded.spec
+    radius = ("not computed (whole-input normalisation, attention or unknown)"
+              if spec.receptive_radius is None else f"{spec.receptive_radius} pixels")
+    exact = spec.receptive_radius is not None and spec.default_overlap >= spec.receptive_radius
+    coreml = ("converts (parity tested)" if spec.coreml else
+              "untested: `convert` tries and names the failing operation; use backend "
+              "'torch'")
+    print(loaded.path)
+    for label, value in [
+            ("architecture", f"{spec.describe()}"),
+            ("scale", f"x{spec.scale} ({spec.num_in_ch} -> {spec.num_out_ch} channels)"),
+            ("input size", spec.size_requirements),
+            ("fp16", "supported" if spec.supports_half else
+             "not supported: fp32 only (Core ML: GPU / CPU, not the Neural Engine)"),
+            ("receptive radius", radius),
+            ("default overlap", f"{spec.default_overlap}"
+             + (" (tiled = whole frame)" if exact else " (cross-faded; not exact)")),
+            ("tiling", spec.tiling),
+            ("Core ML", coreml)]:
+        print(f"  {label + ':':18}{value}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .cache import entries
     from .catalogue import KNOWN_MODELS, available_models, user_model_dir
     from .checkpoint import load_model
 
-    known = {m.name: m for m in KNOWN_MODELS}
+    known = {m.name for m in KNOWN_MODELS}
     found = available_models()
-    print(f"{'name':28} {'scale':>5}  {'architecture':16} where")
+    print(f"{'name':26} {'scale':>5}  {'architecture':12} {'input size':22} {'fp16':4}  "
+          f"{'Core ML':7} where")
     unreadable = []
     for model in found:
-        if model.name in known:
-            scale, arch = f"x{known[model.name].scale}", known[model.name].arch
-        else:
-            try:
-                spec = load_model(model.path).spec
-            except (ModelError, OSError) as exc:  # one bad file must not hide the others
-                unreadable.append(f"{model.path}: {str(exc).removeprefix(f'{model.path}: ')}")
-                scale, arch = "?", "unreadable"
-            else:
-                scale, arch = f"x{spec.scale}", spec.arch
-        print(f"{model.name:28} {scale:>5}  {arch:16} {model.origin}: {model.path}")
+        try:
+            spec = load_model(model.path).spec
+        except (ModelError, OSError) as exc:  # one bad file must not hide the others
+            unreadable.append(f"{model.path}: {str(exc).removeprefix(f'{model.path}: ')}")
+            print(f"{model.name:26} {'?':>5}  {'unreadable':12} {model.origin}: {model.path}")
+            continue
+        print(f"{model.name:26} {'x' + str(spec.scale):>5}  {spec.arch:12} "
+              f"{spec.size_requirements:22} {'yes' if spec.supports_half else 'no':4}  "
+              f"{'yes' if spec.coreml else 'untested':7} {model.origin}: {model.path}")
     for problem in unreadable:
         print(f"{PROG}: warning: {problem}", file=sys.stderr)
-    missing = [name for name in known if name not in {m.name for m in found}]
+    missing = sorted(known - {m.name for m in found})
     if missing:
         print(f"not installed: {', '.join(missing)} (pip install 'vs-coreml-esrgan[models]')")
     print(f"user model directory: {user_model_dir()}")
+    print(f"architectures (spandrel {_spandrel_version()}): {', '.join(_architectures())}; "
+          "Core ML conversion tested: ESRGAN, Compact, SPAN, RealPLKSR")
     cached = entries()
     print(f"cache: {len(cached)} entries, {sum(size for _, size in cached) / 1e6:.1f} MB")
     return 0
+
+
+def _spandrel_version() -> str:
+    import spandrel
+
+    return spandrel.__version__
+
+
+def _architectures() -> list[str]:
+    from spandrel import MAIN_REGISTRY
+
+    return [support.architecture.name for support in MAIN_REGISTRY]
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -271,8 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--seed", type=int, default=0)
     verify.set_defaults(func=cmd_verify)
 
-    inspect = commands.add_parser("inspect", help="a package's contract, ops and devices")
-    inspect.add_argument("package")
+    inspect = commands.add_parser("inspect", help="a model's architecture, size requirements "
+                                  "and Core ML support, or a package's contract, ops and devices")
+    inspect.add_argument("target", metavar="MODEL_OR_PACKAGE",
+                         help="model name, checkpoint, ncnn .param or .mlpackage")
     inspect.add_argument("--compute-units", choices=tuple(COMPUTE_UNITS),
                          default="ane")
     inspect.set_defaults(func=cmd_inspect)
@@ -284,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "without --force)")
     job.add_argument("--model", help="model name or file (default realesr-animevideov3)")
     job.add_argument("--tile", type=_tile, help="W or WxH (default: planned per frame size)")
-    job.add_argument("--overlap", type=int, default=16)
+    job.add_argument("--overlap", type=int, help="context pixels per tile edge (default: "
+                     "from the model, see `inspect MODEL`)")
     job.add_argument("--backend", choices=("auto", "torch", "coreml", "mil"), default="auto")
     job.add_argument("--encoder", choices=("x264", "x265", "av1", "vp9", "prores", "ffv1"),
                      help="default x264 (.webm: vp9)")
@@ -313,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frame size WxH (default 1280x720)")
     doctor.set_defaults(func=cmd_doctor)
 
-    models = commands.add_parser("models", help="model names and where they come from")
+    models = commands.add_parser("models", help="model names, their architectures and where "
+                                 "they come from")
     models.set_defaults(func=cmd_models)
 
     cache = commands.add_parser("cache", help="show (or --clear) converted models")

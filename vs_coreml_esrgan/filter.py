@@ -21,7 +21,7 @@ from . import colour, frames, tiling
 from .backends import Backend, BackendError
 from .catalogue import DEFAULT_MODEL, is_model_name, resolve_model
 from .memory import activation_values, check_fits, package_activation_values
-from .network_spec import ModelError
+from .network_spec import FALLBACK_OVERLAP, ModelError, NetworkSpec
 
 BACKENDS = ("auto", "torch", "coreml", "mil")
 _NAME = "upscale"
@@ -36,7 +36,7 @@ class _Setup:
 
 
 def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
-            tile: int | Sequence[int] | None = None, overlap: int = 16,
+            tile: int | Sequence[int] | None = None, overlap: int | None = None,
             backend: str = "auto", device: str | None = None, precision: str = "auto",
             batch: int | None = None, compute_units: str | None = None) -> vs.VideoNode:
     """Upscale ``clip`` with a Real-ESRGAN network.
@@ -46,13 +46,16 @@ def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
     absent, and back; see :mod:`vs_coreml_esrgan.colour`). The result has the input's
     format at ``scale`` times the size, with the input's frame properties.
     ``model``: a model name (see ``vs-coreml-esrgan models``; None means
-    'realesr-animevideov3'), a Real-ESRGAN checkpoint (``.pth``, ``.pt``, ``.safetensors``),
+    'realesr-animevideov3'), a checkpoint of any architecture spandrel knows (``.pth``,
+    ``.pt``, ``.ckpt``, ``.safetensors``: ESRGAN, Compact, SPAN, RealPLKSR, DAT, ...),
     an ncnn ``.param`` with its ``.bin`` beside it, or a converted ``.mlpackage``.
     ``tile``: the network's input size, overlap included: an int or ``(width, height)``;
     None picks the size that wastes least compute with tiles of at most 512 (a
     ``.mlpackage`` has its own, which ``tile`` must match if given). A tile x batch whose
     estimated memory exceeds the machine's is refused.
-    ``overlap``: context pixels on each inner side of a tile (cross-faded, no seams).
+    ``overlap``: context pixels on each inner side of a tile (cross-faded, no seams); None:
+    the model's receptive radius where it is known and at most 32 (tiled output then equals
+    whole-frame output), else 16 (see ``vs-coreml-esrgan inspect MODEL``).
     ``backend``: 'auto' (coreml on macOS, else torch, or mil for a ``.mlpackage``),
     'torch', 'coreml' (macOS) or 'mil' (the portable ML Program executor). With 'coreml'
     or 'mil' a checkpoint is converted on first use into the user cache.
@@ -74,7 +77,7 @@ def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
 
 def upscale_named(name: str, clip: vs.VideoNode,
                   model: str | os.PathLike[str] | None = None, *,
-                  tile: int | Sequence[int] | None = None, overlap: int = 16,
+                  tile: int | Sequence[int] | None = None, overlap: int | None = None,
                   backend: str = "auto", device: str | None = None, precision: str = "auto",
                   batch: int | None = None, compute_units: str | None = None
                   ) -> vs.VideoNode:
@@ -118,12 +121,13 @@ def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
              tile: int | Sequence[int] | None, overlap: int, backend: str,
              device: str | None, precision: str, batch: int | None,
              compute_units: str | None) -> _Setup:
-    if not _is_int(overlap) or overlap < 0:
+    if overlap is not None and (not _is_int(overlap) or overlap < 0):
         raise ValueError(f"overlap must be a non-negative int, got {overlap!r}")
     if batch is not None and (not _is_int(batch) or batch < 1):
         raise ValueError(f"batch must be a positive int, got {batch!r}")
-    overlap, batch = int(overlap), None if batch is None else int(batch)
-    if tile is None and 2 * overlap + 1 > tiling.DEFAULT_MAX_TILE:
+    overlap = None if overlap is None else int(overlap)
+    batch = None if batch is None else int(batch)
+    if tile is None and overlap is not None and 2 * overlap + 1 > tiling.DEFAULT_MAX_TILE:
         raise ValueError(f"overlap {overlap} needs tiles of at least {2 * overlap + 1} "
                          f"pixels, more than the automatic tile size's limit of "
                          f"{tiling.DEFAULT_MAX_TILE}; pass tile= or use a smaller overlap")
@@ -164,12 +168,13 @@ def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
 
     loaded = load_model(path)
     spec = loaded.spec
-    tile_size = _tile_size(tile, clip.width, clip.height, overlap, spec.multiple_of)
+    overlap = spec.default_overlap if overlap is None else overlap
+    tile_size = _tile_size(tile, clip.width, clip.height, overlap, spec)
     plan = tiling.plan_tiles(clip.width, clip.height, tile_size, overlap, spec.scale)
     batch = min(batch, plan.num_tiles)  # more would only repeat the last tile
-    check_fits(tile_size, batch, activation_values(spec), hint=_SMALLER)
+    check_fits(tile_size, batch, activation_values(loaded.network, spec), hint=_SMALLER)
     runner = create_torch_backend(loaded.network, spec.scale, device=device,
-                                  precision=precision)
+                                  precision=_precision_for(spec, precision))
     return _Setup(backend=runner, plan=plan, batch=batch)
 
 
@@ -184,14 +189,17 @@ def _convert_for(clip: vs.VideoNode, path: str | os.PathLike[str], *,
     if precision not in ("auto", "fp16", "fp32"):
         raise ValueError(f"precision must be one of auto, fp32, fp16, got {precision!r}")
     loaded = load_model(path)
+    overlap = loaded.spec.default_overlap if overlap is None else overlap
     if tile is None:
         tile_size = coreml_tile_size(clip.width, clip.height, overlap, loaded.network,
                                      loaded.spec)
     else:
-        tile_size = _tile_size(tile, clip.width, clip.height, overlap, loaded.spec.multiple_of)
+        tile_size = _tile_size(tile, clip.width, clip.height, overlap, loaded.spec)
+    precision = _precision_for(loaded.spec, precision)
     plan = tiling.plan_tiles(clip.width, clip.height, tile_size, overlap, loaded.spec.scale)
     batch = min(batch, plan.num_tiles)  # more would only repeat the last tile
-    check_fits(tile_size, batch, activation_values(loaded.spec), hint=_SMALLER)
+    check_fits(tile_size, batch, activation_values(loaded.network, loaded.spec),
+               hint=_SMALLER)
     return cached_package(loaded, tile=tile_size, batch=batch,
                           precision="fp32" if precision == "fp32" else "fp16",
                           notify=_notify)
@@ -231,6 +239,8 @@ def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen
         from .backends.mil_backend import create_mil_backend
 
         runner = create_mil_backend(package)
+    if overlap is None:
+        overlap = int(info.metadata.get("overlap", FALLBACK_OVERLAP))
     plan = tiling.plan_tiles(clip.width, clip.height, info.tile, overlap, info.scale)
     return _Setup(backend=runner, plan=plan, batch=info.batch)
 
@@ -250,18 +260,35 @@ def _model_path(model: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
 
 
 def _tile_size(tile: int | Sequence[int] | None, width: int, height: int, overlap: int,
-               multiple_of: int) -> tuple[int, int]:
+               spec: NetworkSpec) -> tuple[int, int]:
+    """The given tile checked against the model's size requirements, or the planned one."""
     if tile is None:
-        return tiling.choose_tile_size(width, height, overlap, multiple_of=multiple_of)
+        chosen = tiling.choose_tile_size(width, height, overlap, multiple_of=spec.multiple_of,
+                                         minimum=spec.minimum)
+        return (max(chosen),) * 2 if spec.square else chosen
     sizes = _tile_pair(tile)
+    if spec.square and sizes[0] != sizes[1]:
+        raise ValueError(f"tile {sizes[0]}x{sizes[1]} is not square, which "
+                         f"{spec.describe()} needs")
     for s in sizes:
         if s < 2 * overlap + 1:
             raise ValueError(f"tile {s} is smaller than 2 x overlap + 1 = {2 * overlap + 1}; "
                              "use a larger tile or a smaller overlap")
-        if s % multiple_of:
-            raise ValueError(f"tile {s} is not a multiple of {multiple_of}, which this "
-                             f"model needs (it pixel-unshuffles its input)")
+        if s % spec.multiple_of or s < spec.minimum:
+            raise ValueError(f"tile {s} does not meet the size requirements of "
+                             f"{spec.describe()}: {spec.size_requirements}")
     return sizes[0], sizes[1]
+
+
+def _precision_for(spec: NetworkSpec, precision: str) -> str:
+    """'auto' becomes 'fp32' for a network without half-precision support; an explicit
+    'fp16' for one is a ValueError."""
+    if spec.supports_half:
+        return precision
+    if precision == "fp16":
+        raise ValueError(f"{spec.describe()} does not support fp16 (spandrel says so); use "
+                         "precision='fp32' or 'auto'")
+    return "fp32" if precision == "auto" else precision
 
 
 def _tile_pair(tile: int | Sequence[int]) -> tuple[int, int]:

@@ -16,6 +16,8 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from .coreml.package import PackageInfo
     from .network_spec import NetworkSpec
 
@@ -24,24 +26,20 @@ _RUNTIME_FACTOR = 2  # copies and workspace beyond the counted feature maps (see
 _WIDEST_FEATURES = 64  # Real-ESRGAN's networks use at most 64 feature channels
 
 
-def activation_values(spec: NetworkSpec) -> int:
-    """float32 values alive per input pixel at the network's peak.
+def activation_values(network: nn.Module, spec: NetworkSpec) -> int:
+    """float32 values alive per input pixel at the network's peak: a layer's input and
+    output (twice the widest tensor, measured by running the network once) and the
+    network's output."""
+    from .activations import widest_values_per_pixel
 
-    RRDBNet ends with two ``num_feat``-channel maps at the output resolution; the compact
-    network keeps its features at the input resolution and only its last convolution
-    (``num_out_ch * scale**2`` channels) and the upsampled input grow with the scale.
-    """
-    out = spec.num_out_ch * spec.scale ** 2
-    if spec.arch == "rrdbnet":
-        return 2 * spec.num_feat * spec.scale ** 2 + 2 * out + 4 * spec.num_feat
-    return 2 * spec.num_feat + 3 * out + spec.num_in_ch
+    return 2 * widest_values_per_pixel(network, spec) + spec.num_out_ch * spec.scale ** 2
 
 
 def package_activation_values(info: PackageInfo) -> int:
     """The same for a converted package, from its recorded architecture (RRDBNet, the
     larger, where none is recorded)."""
     out = info.output_shape[1] * info.scale ** 2
-    if info.metadata.get("arch") == "srvgg":
+    if info.metadata.get("arch") in ("srvgg", "Compact"):  # older packages say srvgg
         return 2 * _WIDEST_FEATURES + 3 * out + info.input_shape[1]
     return 2 * _WIDEST_FEATURES * info.scale ** 2 + 2 * out + 4 * _WIDEST_FEATURES
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .network_spec import Activation, ModelError, NetworkSpec
+from .network_spec import Activation, ModelError
 
 _MAGIC = "7767517"
 _TAG_FP16 = 0x01306B47
@@ -27,6 +27,34 @@ _INTERP_NEAREST, _INTERP_BICUBIC = 1, 3
 _ACT_NONE, _ACT_RELU, _ACT_LEAKY = 0, 1, 2
 
 ParamValue = int | float | tuple[float, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NcnnNetwork:
+    """What an ncnn export's graph says about the network it came from.
+
+    ``arch`` 'srvgg' (Compact) or 'rrdbnet' (ESRGAN); ``bicubic_from``: a Compact body
+    upscaling by this factor, its output resized (bicubic) to ``scale``.
+    """
+
+    arch: str
+    scale: int
+    num_in_ch: int = 3
+    num_out_ch: int = 3
+    num_feat: int = 64
+    num_block: int = 23
+    num_grow_ch: int = 32
+    num_conv: int = 16
+    act_type: Activation = "prelu"
+    bicubic_from: int | None = None
+
+    def describe(self) -> str:
+        if self.arch == "srvgg":
+            resize = f", bicubic from x{self.bicubic_from}" if self.bicubic_from else ""
+            return (f"Compact x{self.scale} (num_conv={self.num_conv}, "
+                    f"num_feat={self.num_feat}, act={self.act_type}{resize})")
+        return (f"ESRGAN x{self.scale} (num_block={self.num_block}, "
+                f"num_feat={self.num_feat}, num_grow_ch={self.num_grow_ch})")
 
 
 @dataclass(frozen=True)
@@ -79,9 +107,9 @@ def _param(item: str) -> tuple[int, ParamValue]:
     return index, number
 
 
-def read_ncnn(param_path: str | os.PathLike[str]) -> tuple[NetworkSpec, dict[str, np.ndarray]]:
-    """Read an ncnn model (its ``.bin`` beside the ``.param``): description and float32
-    weights keyed like the PyTorch modules' state dicts.
+def read_ncnn(param_path: str | os.PathLike[str]) -> tuple[NcnnNetwork, dict[str, np.ndarray]]:
+    """Read an ncnn model (its ``.bin`` beside the ``.param``): what the graph says and
+    float32 weights keyed as Real-ESRGAN's own checkpoints are (which spandrel reads).
 
     Raises ModelError naming the file and the first layer that does not fit.
     """
@@ -99,7 +127,7 @@ def read_ncnn(param_path: str | os.PathLike[str]) -> tuple[NetworkSpec, dict[str
         raise ModelError(f"{param_path}: {exc}") from None
 
 
-def _import(layers: list[NcnnLayer], blob: bytes) -> tuple[NetworkSpec, dict[str, np.ndarray]]:
+def _import(layers: list[NcnnLayer], blob: bytes) -> tuple[NcnnNetwork, dict[str, np.ndarray]]:
     for layer in layers:
         if layer.type not in _KNOWN_LAYERS:
             raise ModelError(f"layer {layer.name} has type {layer.type}, which neither "
@@ -196,7 +224,7 @@ def _interps(layers: list[NcnnLayer]) -> list[tuple[NcnnLayer, int, float]]:
     return found
 
 
-def _srvgg_spec(layers: list[NcnnLayer], convs: list[NcnnLayer]) -> NetworkSpec:
+def _srvgg_spec(layers: list[NcnnLayer], convs: list[NcnnLayer]) -> NcnnNetwork:
     num_feat, num_in_ch = _conv_shape(convs[0])
     shuffle = next(layer for layer in layers if layer.type == "PixelShuffle")
     body_scale = int(shuffle.params.get(0, 1))
@@ -222,12 +250,12 @@ def _srvgg_spec(layers: list[NcnnLayer], convs: list[NcnnLayer]) -> NetworkSpec:
             raise ModelError(f"layer {layer.name}: expected a single bicubic downscale to "
                              f"an integer factor, got type {kind} by {factor}")
         bicubic_from = body_scale
-    return NetworkSpec(arch="srvgg", scale=scale, num_in_ch=num_in_ch, num_out_ch=num_in_ch,
+    return NcnnNetwork(arch="srvgg", scale=scale, num_in_ch=num_in_ch, num_out_ch=num_in_ch,
                        num_feat=num_feat, num_conv=len(convs) - 2, act_type=act,
                        bicubic_from=bicubic_from)
 
 
-def _srvgg_convs(spec: NetworkSpec) -> list[_Conv]:
+def _srvgg_convs(spec: NcnnNetwork) -> list[_Conv]:
     act = {"prelu": (_ACT_NONE, 0.0), "relu": (_ACT_RELU, 0.0),
            "leakyrelu": (_ACT_LEAKY, 0.1)}[spec.act_type]
     feat = spec.num_feat
@@ -238,7 +266,7 @@ def _srvgg_convs(spec: NetworkSpec) -> list[_Conv]:
     return convs
 
 
-def _rrdb_spec(layers: list[NcnnLayer], convs: list[NcnnLayer]) -> NetworkSpec:
+def _rrdb_spec(layers: list[NcnnLayer], convs: list[NcnnLayer]) -> NcnnNetwork:
     num_feat, num_in_ch = _conv_shape(convs[0])
     if num_in_ch != 3:
         raise ModelError(f"layer {convs[0].name}: RRDBNet with {num_in_ch} input channels "
@@ -256,11 +284,11 @@ def _rrdb_spec(layers: list[NcnnLayer], convs: list[NcnnLayer]) -> NetworkSpec:
         if layer.type == "Eltwise" and coefficients not in (None, (0.2, 1.0)):
             raise ModelError(f"layer {layer.name}: expected residual coefficients "
                              f"(0.2, 1.0), got {coefficients}")
-    return NetworkSpec(arch="rrdbnet", scale=4, num_feat=num_feat, num_block=num_block,
+    return NcnnNetwork(arch="rrdbnet", scale=4, num_feat=num_feat, num_block=num_block,
                        num_grow_ch=_conv_shape(convs[1])[0])
 
 
-def _rrdb_convs(spec: NetworkSpec) -> list[_Conv]:
+def _rrdb_convs(spec: NcnnNetwork) -> list[_Conv]:
     feat, grow = spec.num_feat, spec.num_grow_ch
     leaky, plain = (_ACT_LEAKY, 0.2), (_ACT_NONE, 0.0)
     convs = [_Conv("conv_first", feat, spec.num_in_ch, plain)]

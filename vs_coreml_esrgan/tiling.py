@@ -160,28 +160,32 @@ def plan_tiles(width: int, height: int, tile: tuple[int, int], overlap: int, sca
 
 
 def choose_tile_size(width: int, height: int, overlap: int, *, multiple_of: int = 1,
-                     max_tile: int = DEFAULT_MAX_TILE, feather: int | None = None
-                     ) -> tuple[int, int]:
+                     minimum: int = 0, max_tile: int = DEFAULT_MAX_TILE,
+                     feather: int | None = None) -> tuple[int, int]:
     """The tile size that covers the frame with the least computed area.
 
-    Per axis: the smallest tile count whose evenly sized tiles, each at most ``max_tile``
-    and a multiple of ``multiple_of``, still overlap by ``2 * overlap + feather``.
+    Per axis: the smallest tile count whose evenly sized tiles, each at most ``max_tile``,
+    at least ``minimum`` and a multiple of ``multiple_of`` (the model's size requirements),
+    still overlap by ``2 * overlap + feather``. A frame smaller than ``minimum`` gets a tile
+    of ``minimum`` (the frame is padded up to it).
     """
-    return (_choose_axis(width, overlap, multiple_of, max_tile, feather),
-            _choose_axis(height, overlap, multiple_of, max_tile, feather))
+    return (_choose_axis(width, overlap, multiple_of, minimum, max_tile, feather),
+            _choose_axis(height, overlap, multiple_of, minimum, max_tile, feather))
 
 
-def _choose_axis(length: int, overlap: int, multiple_of: int, max_tile: int,
+def _choose_axis(length: int, overlap: int, multiple_of: int, minimum: int, max_tile: int,
                  feather: int | None) -> int:
     feather = default_feather(overlap) if feather is None else feather
     max_tile -= max_tile % multiple_of
-    if max_tile < 2 * overlap + 1:
-        raise ValueError(f"max_tile {max_tile} is smaller than 2 x overlap + 1")
+    if max_tile < max(2 * overlap + 1, minimum):
+        raise ValueError(f"max_tile {max_tile} is smaller than 2 x overlap + 1 or the "
+                         f"model's minimum {minimum}")
     count = 1
     while True:
         tile = math.ceil((length + (count - 1) * (2 * overlap + feather)) / count)
         if count > 1:
             tile = max(tile, 2 * overlap + 1)
+        tile = max(tile, minimum)
         tile = -(-tile // multiple_of) * multiple_of
         if tile <= max_tile:
             return tile

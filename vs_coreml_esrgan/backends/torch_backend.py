@@ -37,7 +37,7 @@ class TorchBackend:
     name: str = "torch"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
                                   compare=False)
-    _frozen: dict[tuple[int, ...], torch.jit.ScriptModule] = field(
+    _frozen: dict[tuple[int, ...], torch.jit.ScriptModule | nn.Module] = field(
         default_factory=dict, repr=False, compare=False)
 
     @property
@@ -63,7 +63,10 @@ class TorchBackend:
         never frees a trace)."""
         key = tuple(x.shape)
         if key not in self._frozen:
-            self._frozen[key] = frozen_module(self.network, x)
+            try:
+                self._frozen[key] = frozen_module(self.network, x)
+            except Exception:  # an architecture the tracer cannot follow: run eagerly
+                self._frozen[key] = self.network
         return self._frozen[key]
 
 

@@ -4,8 +4,8 @@ will run, on any machine.
 Reads a ``.mlpackage``'s MIL program and weight blob and runs the ``main`` function's
 operations in order with PyTorch on the CPU. Values the program types as float16 are
 rounded to float16 after every operation (Core ML stores them so); arithmetic runs in
-float32. Only the operations Real-ESRGAN networks convert to are implemented; any other is
-a ModelError naming it.
+float32. Only the operations ESRGAN, Compact, SPAN and RealPLKSR networks convert to are
+implemented; any other is a ModelError naming it.
 """
 
 from __future__ import annotations
@@ -193,6 +193,50 @@ def _cast(args: dict[str, list[Value]]) -> torch.Tensor:
     return _one(args, "x").float()
 
 
+def _ints(value: Value) -> list[int]:
+    if isinstance(value, torch.Tensor):
+        return [int(v) for v in value.flatten().tolist()]
+    return [int(v) for v in (value if isinstance(value, list | tuple) else [value])]
+
+
+def _slice_by_index(args: dict[str, list[Value]]) -> torch.Tensor:
+    x = _one(args, "x")
+    rank = x.ndim
+    begin, end = _ints(_one(args, "begin")), _ints(_one(args, "end"))
+    stride = _ints(_one(args, "stride", [1] * rank))
+    begin_mask = _one(args, "begin_mask", [False] * rank)
+    end_mask = _one(args, "end_mask", [False] * rank)
+    squeeze = _one(args, "squeeze_mask", [False] * rank)
+    index = tuple(slice(None if begin_mask[i] else begin[i], None if end_mask[i] else end[i],
+                        stride[i]) for i in range(rank))
+    if any(s < 1 for s in stride):
+        raise ModelError(f"slice_by_index with stride {stride} is not supported by the "
+                         "portable executor")
+    out = x[index]
+    for axis in sorted((i for i in range(rank) if squeeze[i]), reverse=True):
+        out = out.squeeze(axis)
+    return out
+
+
+def _reduce_mean(args: dict[str, list[Value]]) -> torch.Tensor:
+    x = _one(args, "x")
+    axes = _one(args, "axes")
+    dims = list(range(x.ndim)) if axes is None else _ints(axes)
+    return x.mean(dim=dims, keepdim=bool(_one(args, "keep_dims", False)))
+
+
+def _batch_norm(args: dict[str, list[Value]]) -> torch.Tensor:
+    x = _one(args, "x")
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    out = (x - _one(args, "mean").view(shape)) / torch.sqrt(
+        _one(args, "variance").view(shape) + _scalar(_one(args, "epsilon", 1e-5)))
+    if (gamma := _one(args, "gamma")) is not None:
+        out = out * gamma.view(shape)
+    if (beta := _one(args, "beta")) is not None:
+        out = out + beta.view(shape)
+    return out
+
+
 _KERNELS: dict[str, Callable[[dict[str, list[Value]]], Any]] = {
     "conv": _conv,
     "add": lambda a: _one(a, "x") + _one(a, "y"),
@@ -211,4 +255,19 @@ _KERNELS: dict[str, Callable[[dict[str, list[Value]]], Any]] = {
                                                    int(_one(a, "downscale_factor"))),
     "cast": _cast,
     "identity": lambda a: _one(a, "x"),
+    # SPAN
+    "sigmoid": lambda a: torch.sigmoid(_one(a, "x")),
+    "silu": lambda a: F.silu(_one(a, "x")),
+    # RealPLKSR: Mish (softplus, tanh), normalisation, the repeated-input residual
+    "tanh": lambda a: torch.tanh(_one(a, "x")),
+    "softplus": lambda a: F.softplus(_one(a, "x")),
+    "sqrt": lambda a: torch.sqrt(_one(a, "x")),
+    "square": lambda a: _one(a, "x") * _one(a, "x"),
+    "pow": lambda a: torch.pow(_one(a, "x"), _one(a, "y")),
+    "reduce_mean": _reduce_mean,
+    "batch_norm": _batch_norm,
+    "reshape": lambda a: _one(a, "x").reshape(_ints(_one(a, "shape"))),
+    "transpose": lambda a: _one(a, "x").permute(_ints(_one(a, "perm"))),
+    "tile": lambda a: _one(a, "x").repeat(_ints(_one(a, "reps"))),
+    "slice_by_index": _slice_by_index,
 }

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from .. import tiling
+from ..activations import widest_values_per_pixel
 from ..network_spec import NetworkSpec
 
 MULTIPLE = 16
@@ -29,33 +28,9 @@ WASTE_ALLOWANCE = 1.05
 ACTIVATION_BUDGET = 256 * 2**20  # bytes of the largest float16 tensor of one tile
 
 
-class _LargestResult(TorchFunctionMode):
-    """Records the element count of the largest tensor any torch function returns
-    (module outputs and functional ops alike: interpolate, pixel_shuffle, cat, add)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        result = func(*args, **(kwargs or {}))
-        for value in result if isinstance(result, tuple | list) else (result,):
-            if isinstance(value, torch.Tensor):
-                self.largest = max(self.largest, value.numel())
-        return result
-
-
 def activation_bytes_per_pixel(network: nn.Module, spec: NetworkSpec) -> int:
-    """float16 bytes of the network's largest intermediate tensor per input pixel,
-    measured by running it once on a small input (a convolutional network's tensors grow
-    in proportion to the input's area, so any size gives the same ratio)."""
-    side = math.lcm(MULTIPLE, spec.multiple_of)
-    while side < 32:
-        side *= 2
-    dtype = next(network.parameters()).dtype
-    with torch.inference_mode(), _LargestResult() as recorder:
-        network(torch.zeros(1, spec.num_in_ch, side, side, dtype=dtype))
-    return 2 * -(-recorder.largest // (side * side))
+    """float16 bytes of the network's largest intermediate tensor per input pixel."""
+    return 2 * widest_values_per_pixel(network, spec)
 
 
 def largest_tile_side(network: nn.Module, spec: NetworkSpec) -> int:
@@ -69,16 +44,21 @@ def largest_tile_side(network: nn.Module, spec: NetworkSpec) -> int:
 
 def coreml_tile_size(width: int, height: int, overlap: int, network: nn.Module,
                      spec: NetworkSpec) -> tuple[int, int]:
-    """(width, height) of the tile to convert for a ``width`` x ``height`` clip."""
+    """(width, height) of the tile to convert for a ``width`` x ``height`` clip, within
+    the model's own size requirements (multiple, minimum, square)."""
     side = largest_tile_side(network, spec)
-    small = math.lcm(MULTIPLE, spec.multiple_of)
-    best = tiling.choose_tile_size(width, height, overlap, multiple_of=small, max_tile=side)
-    large = math.lcm(PREFERRED_MULTIPLE, spec.multiple_of)
-    if side < large:
-        return best
-    preferred = tiling.choose_tile_size(width, height, overlap, multiple_of=large,
-                                        max_tile=side)
+
+    def planned(multiple: int) -> tuple[int, int]:
+        tile = tiling.choose_tile_size(width, height, overlap, multiple_of=multiple,
+                                       minimum=spec.minimum, max_tile=side)
+        return (max(tile),) * 2 if spec.square else tile
+
     def waste(tile: tuple[int, int]) -> float:
         return tiling.plan_tiles(width, height, tile, overlap, 1).compute_waste
 
+    best = planned(math.lcm(MULTIPLE, spec.multiple_of))
+    large = math.lcm(PREFERRED_MULTIPLE, spec.multiple_of)
+    if side < large:
+        return best
+    preferred = planned(large)
     return preferred if waste(preferred) <= WASTE_ALLOWANCE * waste(best) else best

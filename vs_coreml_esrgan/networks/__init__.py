@@ -1,18 +1,11 @@
-"""PyTorch implementations of the two Real-ESRGAN architectures (needs the torch extra)."""
+"""Our own PyTorch forms of networks, where conversion needs them (needs the torch extra).
+
+Every network is loaded and run as spandrel builds it; SRVGGNetCompact is kept here as
+the module the Core ML converter rewrites for the Neural Engine.
+"""
 
 from __future__ import annotations
 
-from torch import nn
-
-from ..network_spec import NetworkSpec
-from .rrdbnet import RRDBNet
 from .srvgg import SRVGGNetCompact
 
-
-def build_network(spec: NetworkSpec) -> nn.Module:
-    """An untrained network with ``spec``'s architecture and sizes, in eval mode."""
-    module = RRDBNet(spec) if spec.arch == "rrdbnet" else SRVGGNetCompact(spec)
-    return module.eval()
-
-
-__all__ = ["RRDBNet", "SRVGGNetCompact", "build_network"]
+__all__ = ["SRVGGNetCompact"]

@@ -1,7 +1,9 @@
 """SRVGGNetCompact: the small Real-ESRGAN network (realesr-animevideov3, realesr-general-x4v3).
 
 A plain stack of 3x3 convolutions at the input resolution, a pixel shuffle to the output
-resolution, and a nearest-neighbour upscale of the input added as a residual.
+resolution, and a nearest-neighbour upscale of the input added as a residual. Loading and
+running use spandrel's Compact module; this one, with the same parameter names and
+hyperparameters, is what Core ML conversion starts from.
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-from ..network_spec import NetworkSpec
 
 
 class SRVGGNetCompact(nn.Module):
@@ -20,27 +20,21 @@ class SRVGGNetCompact(nn.Module):
     ``body.{2i+1}`` activations (weights only for PReLU).
     """
 
-    def __init__(self, spec: NetworkSpec) -> None:
+    def __init__(self, *, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64,
+                 num_conv: int = 16, upscale: int = 4, act_type: str = "prelu") -> None:
         super().__init__()
-        self.scale = spec.scale
-        self.body_scale = spec.bicubic_from or spec.scale
-        channels = spec.num_feat
-        layers: list[nn.Module] = [nn.Conv2d(spec.num_in_ch, channels, 3, padding=1),
-                                   _activation(spec.act_type, channels)]
-        for _ in range(spec.num_conv):
-            layers += [nn.Conv2d(channels, channels, 3, padding=1),
-                       _activation(spec.act_type, channels)]
-        layers.append(nn.Conv2d(channels, spec.num_out_ch * self.body_scale ** 2, 3,
-                                padding=1))
+        self.scale = self.body_scale = upscale
+        layers: list[nn.Module] = [nn.Conv2d(num_in_ch, num_feat, 3, padding=1),
+                                   _activation(act_type, num_feat)]
+        for _ in range(num_conv):
+            layers += [nn.Conv2d(num_feat, num_feat, 3, padding=1),
+                       _activation(act_type, num_feat)]
+        layers.append(nn.Conv2d(num_feat, num_out_ch * upscale ** 2, 3, padding=1))
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.pixel_shuffle(self.body(x), self.body_scale)
-        out = out + F.interpolate(x, scale_factor=self.body_scale, mode="nearest")
-        if self.body_scale != self.scale:
-            size = (x.shape[2] * self.scale, x.shape[3] * self.scale)
-            out = F.interpolate(out, size=size, mode="bicubic", align_corners=False)
-        return out
+        return out + F.interpolate(x, scale_factor=self.body_scale, mode="nearest")
 
 
 def _activation(kind: str, channels: int) -> nn.Module:
