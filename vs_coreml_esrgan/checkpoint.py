@@ -82,7 +82,8 @@ def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = No
         spec, network = _build(state, ncnn, act_type)
     except ModelError as exc:
         message = str(exc)  # the readers name the file already; detection does not
-        raise ModelError(message if str(path) in message else f"{path}: {message}") from None
+        named = str(path) in message or repr(str(path)) in message
+        raise ModelError(message if named else f"{path}: {message}") from None
     return LoadedModel(spec=spec, network=network, path=path)
 
 

@@ -101,7 +101,7 @@ def plan_job(request: JobRequest) -> Job:
         raise JobError(f"encoder {request.encoder} has no --preset")
     if request.chunks < 1:
         raise JobError(f"--chunks must be at least 1, got {request.chunks}")
-    if request.upscale.overlap < 0:
+    if request.upscale.overlap is not None and request.upscale.overlap < 0:
         raise JobError(f"--overlap must be 0 or more, got {request.upscale.overlap}")
     upscale = _absolute_model(request.upscale)
     ffmpeg = find_ffmpeg()

@@ -77,7 +77,7 @@ def choose_format(encoder: Encoder, layout: str, bits: int, requested_bits: int 
 class UpscaleOptions:
     model: str | None
     tile: tuple[int, int] | None
-    overlap: int
+    overlap: int | None  # None: the model's default
     backend: str
 
 
