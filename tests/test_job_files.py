@@ -3,6 +3,7 @@ output checked by decoding it (frame count, timestamps, A/V offset by content, t
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,7 @@ def test_rgb_sources(model, tmp_path, codec, suffix, pix_fmt):
     out = tmp_path / "out.mkv"
     result = job(source, out, "--model", model)
     assert result.returncode == 0, result.stderr
+    assert ("alpha channel (rgba)" in result.stderr) == (pix_fmt == "rgba")
     video = stream_facts(out)[0]
     assert video["pix_fmt"] == "yuv444p" and video["width"] == 128
     assert video["colorspace"] == 6 and video["range"] == 1  # SD: BT.601, limited
@@ -277,14 +279,39 @@ def test_output_cannot_go_to_a_read_only_place(model, tmp_path):
     assert "cannot write into the output's directory /proc" in result.stderr
 
 
-def test_variable_frame_rate_is_not_silent(model, tmp_path):
-    source = tmp_path / "vfr.mkv"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30:duration=1", "-vf",
-           "select='lt(n\\,10)+not(mod(n\\,2))'", "-fps_mode", "vfr", "-c:v", "libx264",
-           source)
-    out = tmp_path / "out.mkv"
-    result = job(source, out, "--model", model, "--source", "builtin")
+def _variable_rate(directory: Path) -> Path:
+    """30 fps for 10 frames, then 15 fps (a phone or screen recording), in a 1 ms time
+    base, with the audio starting 0.3 s before the video."""
+    source = directory / "vfr.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30:duration=2", "-f", "lavfi",
+           "-i", f"{NOISE}:duration=2.5", "-filter_complex",
+           "[0:v]select='lt(n\\,10)+not(mod(n\\,2))',setpts=PTS+0.3/TB[v]", "-map", "[v]",
+           "-map", "1:a", "-fps_mode", "vfr", "-c:v", "libx264", "-c:a", "flac", source)
+    return source
+
+
+@pytest.mark.parametrize(("suffix", "extra", "first", "last"), [
+    (".mkv", (), 0, None), (".mp4", (), 0, None),
+    (".mkv", ("--chunks", "3"), 0, None), (".mp4", ("--start", "7", "--end", "20"), 7, 20)])
+def test_variable_frame_rate_keeps_each_frames_time(model, tmp_path, suffix, extra, first,
+                                                    last):
+    source = _variable_rate(tmp_path)
+    times = video_times(source)
+    steps = {round(float(b - a) * 1000) for a, b in itertools.pairwise(times)}
+    assert min(steps) < 40 and max(steps) > 60  # the source really is variable-rate
+    out = tmp_path / f"out{suffix}"
+    result = job(source, out, "--model", model, *extra)
     assert result.returncode == 0, result.stderr
-    assert "warning: the input has a variable frame rate" in result.stderr
-    assert "move up to" in result.stderr
-    assert len(video_times(out)) == len(video_times(source)) == 20
+    assert "variable frame rate" not in result.stderr
+    wanted = times[first:None if last is None else last + 1]
+    got = video_times(out)
+    assert len(got) == len(wanted)
+    for expected, actual in zip(wanted, got, strict=True):
+        assert abs(float((actual - got[0]) - (expected - wanted[0]))) <= 0.001
+    reference = audio_track(source)
+    assert av_offset(out, reference) == pytest.approx(av_offset(source, reference, first),
+                                                      abs=0.002)
+    if not extra:
+        printed = job(source, tmp_path / "p.mkv", "--model", model, "--print").stdout
+        assert f"job.relay {source} 0 {len(times) - 1} \\\n  | " in printed
+        assert "-itsoffset 0.300000 -f nut -i -" in printed

@@ -65,8 +65,18 @@ class Job:
         return self.last - self.first + 1
 
     @property
+    def variable_rate(self) -> bool:
+        """Whether the frames pass through the timestamp relay (see relay.py)."""
+        return not self.index.constant_rate
+
+    @property
     def video_args(self) -> list[str]:
-        """ffmpeg's options for the video from the pipe (a video starting at 0)."""
+        """ffmpeg's options for the video from the pipe (a video starting at 0). A
+        variable-rate video keeps the relay's timestamps, in the source's time base."""
+        if self.variable_rate:
+            base = "{}/{}".format(*self.index.time_base)
+            return ["-vf", self.filters, "-fps_mode", "passthrough", "-enc_time_base:v",
+                    base, *self.codec_args]
         return ["-vf", self.filters, *self.codec_args]
 
     @property
@@ -125,8 +135,10 @@ def plan_job(request: JobRequest) -> Job:
                         f"PyAV {index.num_frames}: timestamps may be off; try --source "
                         "builtin")
     _check_interlaced(info)
-    if not index.constant_rate:
-        warnings.append(_drift_warning(index, first, last))
+    if _has_alpha(index.pix_fmt):
+        warnings.append(f"the input has an alpha channel ({index.pix_fmt}): the output "
+                        "keeps the colour only (the model upscales colour; no alpha is "
+                        "written)")
     rgb = info.format_name.startswith("RGB")
     signal = output_signal(info.props, info.width, info.height, rgb)
     depth = info.bits
@@ -216,17 +228,13 @@ def _absolute_model(options: UpscaleOptions) -> UpscaleOptions:
     return replace(options, model=str(path.resolve()))
 
 
-def _drift_warning(index: VideoIndex, first: int, last: int) -> str:
-    """Variable frame rate: the y4m pipe carries no timestamps, so the output is
-    constant-rate; say how far frames move from their source times."""
-    fps = Fraction(*index.fps)
-    origin = index.seconds(first)
-    drift = max(abs(index.seconds(n) - origin - (n - first) / fps)
-                for n in range(first, last + 1))
-    return (f"the input has a variable frame rate: the output is constant {float(fps):.3f} "
-            f"fps, frames keep their order and count but move up to {float(drift) * 1000:.0f}"
-            " ms from their source times (the audio does not move). Convert to a constant "
-            "rate first (ffmpeg -fps_mode cfr -r RATE) to choose how frames are repeated")
+def _has_alpha(pix_fmt: str) -> bool:
+    import av
+
+    try:
+        return any(c.is_alpha for c in av.VideoFormat(pix_fmt).components)
+    except ValueError:
+        return False
 
 
 def _check_interlaced(info: SourceInfo) -> None:

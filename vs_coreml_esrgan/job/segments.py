@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 from .media import JobError
@@ -91,17 +92,25 @@ def run_chunked(job: Job, script: Path, bar, warn: Warn) -> tuple[int, int]:
     return processed, reused
 
 
-def concat_line(path: Path) -> str:
-    """One ``file`` line of ffmpeg's concat list; quotes in the path are escaped the way
-    the concat demuxer reads them (close, escaped quote, reopen)."""
+def concat_line(path: Path, length: Fraction | None = None) -> str:
+    """One ``file`` entry of ffmpeg's concat list (with its length in seconds, if given);
+    quotes in the path are escaped the way the concat demuxer reads them (close, escaped
+    quote, reopen)."""
     quoted = str(path.resolve()).replace("'", "'\\''")
-    return f"file '{quoted}'\n"
+    return f"file '{quoted}'\n" + ("" if length is None else
+                                    f"duration {seconds(length)}\n")
 
 
 def _join(job: Job, files: list[Path], parts: Path, comp: Companion) -> None:
     """Concatenate segments losslessly and add the source's other streams."""
     listing = parts / "segments.txt"
-    listing.write_text("".join(concat_line(f) for f in files))
+    ranges = segments(job.first, job.last, job.request.chunks)
+    # A variable-rate segment's length is not its frame count over a rate: each file's
+    # exact length places the next one (the concat demuxer's duration directive).
+    lengths = [job.index.seconds(last + 1) - job.index.seconds(first) if job.variable_rate
+               else None for first, last in ranges]
+    listing.write_text("".join(concat_line(f, length)
+                               for f, length in zip(files, lengths, strict=True)))
     output = job.request.output
     partial = partial_path(output)
     # The segments' 1 ms time base makes -itsoffset exact enough here.
