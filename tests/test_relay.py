@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import sys
 from fractions import Fraction
 
 import av
@@ -64,3 +65,13 @@ def test_more_frames_than_timestamps_is_an_error():
 def test_fewer_frames_are_counted():
     assert relay(io.BytesIO(_y4m("yuv420p", 2)), io.BytesIO(), [0, 40, 80], [40, 40, 40],
                  Fraction(1, 1000)) == 2
+
+
+def test_a_stream_that_stops_early_fails_the_relay_process(tmp_path):
+    index = tmp_path / "index.json"
+    _index([0, 40, 80, 120], 40).save(index)
+    result = subprocess.run([sys.executable, "-m", "vs_coreml_esrgan.job.relay", str(index),
+                             "0", "3"], input=_y4m("yuv420p", 2), capture_output=True)
+    assert result.returncode == 1
+    assert b"relay: the video stopped after 2 of frames 0-3" in result.stderr
+    assert len(_decoded(result.stdout, "nut")) == 2

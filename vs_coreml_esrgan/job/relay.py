@@ -105,18 +105,37 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     first, last = int(args[1]), int(args[2])
     pts, durations = stamps(index, first, last)
+    import av
+
     try:
         count = relay(sys.stdin.buffer, sys.stdout.buffer, pts, durations,
                       Fraction(*index.time_base))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole pipeline; the job reports it
+        return 130
+    except (BrokenPipeError, av.error.PyAVCallbackError):
+        _silence_stdout()
+        print("relay: ffmpeg stopped reading the frames (its message says why)",
+              file=sys.stderr)
+        return 1
+    except av.FFmpegError as exc:
+        print(f"relay: the frames from vspipe cannot be read: {exc}", file=sys.stderr)
+        return 1
     except RelayError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # ffmpeg stopped first: its own message says why
-        return 1
     if count != len(pts):
-        print(f"relay: got {count} of frames {first}-{last}", file=sys.stderr)
+        print(f"relay: the video stopped after {count} of frames {first}-{last}",
+              file=sys.stderr)
         return 1
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush into a closed pipe does
+    not add a second error."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
 
 
 if __name__ == "__main__":
