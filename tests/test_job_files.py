@@ -248,16 +248,60 @@ def test_hdr_gets_ten_bits_or_a_clear_refusal(model, tmp_path):
     assert vp9.returncode == 0 and "does not carry the input's HDR10" in vp9.stderr
 
 
+def _interlaced(directory: Path) -> Path:
+    """A DVD-like MPEG-2 file, top field first, whose two fields are 20 ms apart in time
+    (made from 50 fps motion), so weaving them shows combing."""
+    source = directory / "dvd.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=50:duration=0.4,"
+           "scroll=horizontal=0.02", "-vf", "tinterlace=mode=interleave_top,setfield=tff",
+           "-c:v", "mpeg2video", "-q:v", "2", "-flags", "+ilme+ildct", "-field_order", "tt",
+           source)
+    return source
+
+
 def test_interlaced_input_is_refused_before_work(model, tmp_path):
-    source = tmp_path / "dvd.mkv"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.4", "-c:v",
-           "mpeg2video", "-flags", "+ilme+ildct", "-field_order", "tt", "-vf",
-           "setfield=tff", source)
+    source = _interlaced(tmp_path)
     result = job(source, tmp_path / "out.mkv", "--model", model)
     assert result.returncode == 1
-    assert "interlaced (top field first)" in result.stderr and "bwdif" in result.stderr
+    assert "interlaced (top field first)" in result.stderr and "--deinterlace" in \
+        result.stderr and "bwdif" in result.stderr
     assert "vspipe" not in result.stderr
     assert not (tmp_path / "out.mkv").exists()
+
+
+def test_deinterlace_equals_ffmpegs_bwdif_then_upscale(model, tmp_path):
+    source = _interlaced(tmp_path)
+    ours = tmp_path / "ours.mkv"
+    result = job(source, ours, "--model", model, "--encoder", "ffv1", "--deinterlace")
+    assert result.returncode == 0, result.stderr
+    # The reference deinterlaces with ffmpeg's own bwdif (which the plugin ports), keeping
+    # the first field, into a lossless progressive file that the job then upscales.
+    progressive = tmp_path / "progressive.mkv"
+    ffmpeg("-i", source, "-vf", "bwdif=mode=send_frame:parity=tff:deint=all,setfield=prog",
+           "-c:v", "ffv1", progressive)
+    reference = tmp_path / "reference.mkv"
+    assert job(progressive, reference, "--model", model, "--encoder", "ffv1").returncode == 0
+    assert len(video_times(ours)) == len(video_times(source)) == 10
+    # ffmpeg treats the very first frame's missing predecessor its own way
+    assert _frame_hashes(ours)[1:] == _frame_hashes(reference)[1:]
+    assert _field_order(ours) == 1  # AV_FIELD_PROGRESSIVE
+
+
+def _frame_hashes(path: Path) -> list[str]:
+    import hashlib
+
+    import av
+
+    with av.open(str(path)) as container:
+        return [hashlib.md5(frame.to_ndarray().tobytes()).hexdigest()
+                for frame in container.decode(video=0)]
+
+
+def _field_order(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return int(container.streams.video[0].codec_context.field_order)
 
 
 def test_sar_kept(model, tmp_path):

@@ -264,7 +264,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                                backend=args.backend),
         encoder=args.encoder, crf=args.crf, preset=args.preset, bits=args.bit_depth,
         start=args.start, end=args.end, chunks=args.chunks, force=args.force,
-        source_filter=args.source)
+        source_filter=args.source, deinterlace=args.deinterlace)
     kept = " (finished segments are kept: rerun the same command to resume)" \
         if args.chunks > 1 else ""
     try:
@@ -345,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--source", choices=("auto", "bs", "ffms2", "lsmas", "builtin"),
                      default="auto", help="source filter: auto takes bestsource, ffms2 or "
                      "lsmas when installed, else the built-in one (PyAV, no plugin)")
+    job.add_argument("--deinterlace", action="store_true", help="deinterlace with bwdif "
+                     "(pip install vapoursynth-bwdif) at the same frame rate before "
+                     "upscaling; interlaced input is refused without it")
     job.add_argument("--start", type=int, help="first frame (default 0)")
     job.add_argument("--end", type=int, help="last frame, inclusive (default: the last)")
     job.add_argument("--chunks", type=int, default=1, help="encode in N resumable segments")
