@@ -159,6 +159,9 @@ def _measuring_alone(path: Path, notify: Callable[[str], None]) -> Iterator[None
             notify("Core ML: another process is measuring compute units for this model; "
                    "waiting for its result ...")
             fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some network mounts): go on alone
+            yield
+            return
         try:
             yield
         finally:

@@ -132,9 +132,12 @@ def plan_job(request: JobRequest) -> Job:
                        f"{info.num_frames - 1}")
     warnings = []
     if info.num_frames != index.num_frames:
-        warnings.append(f"the source filter {namespace} counts {info.num_frames} frames, "
-                        f"PyAV {index.num_frames}: timestamps may be off; try --source "
-                        "builtin")
+        counts = (f"the source filter {namespace} counts {info.num_frames} frames, PyAV "
+                  f"{index.num_frames}")
+        if not index.constant_rate or first > 0 or last < info.num_frames - 1:
+            # frame times (variable rate) and cuts (ranges) are read from PyAV's index
+            raise JobError(f"{counts}, so frame times would be wrong; use --source builtin")
+        warnings.append(f"{counts}: timestamps may be off; try --source builtin")
     top_field_first = _deinterlacing(info, request.deinterlace, warnings)
     if _has_alpha(index.pix_fmt):
         warnings.append(f"the input has an alpha channel ({index.pix_fmt}): the output "
