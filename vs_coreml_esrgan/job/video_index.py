@@ -41,6 +41,8 @@ class VideoIndex:
     pts: list[int]
     keyframes: list[int]
     last_duration: int  # of the last frame, in time_base units
+    interlaced_frames: int = 0  # frames the decoder marks interlaced
+    bottom_field_first: bool = False  # the stream's field order, for those frames
 
     @property
     def num_frames(self) -> int:
@@ -118,6 +120,7 @@ def build_index(path: Path) -> VideoIndex:
         keyframes: list[int] = []
         first = None
         latest = None  # the last timestamp taken
+        interlaced = 0
         try:
             for frame in container.decode(stream):
                 shape = (frame.width, frame.height, frame.format.name)
@@ -135,6 +138,7 @@ def build_index(path: Path) -> VideoIndex:
                     latest = stamp
                 if frame.key_frame:
                     keyframes.append(len(pts))
+                interlaced += bool(frame.interlaced_frame)
                 pts.append(stamp if stamp is not None else -1)
         except av.FFmpegError as exc:
             if not pts:
@@ -151,7 +155,10 @@ def build_index(path: Path) -> VideoIndex:
             width=first[0], height=first[1], pix_fmt=first[2],
             time_base=(time_base.numerator, time_base.denominator),
             fps=(fps.numerator, fps.denominator), constant_rate=constant, pts=pts,
-            keyframes=keyframes if timed else [0], last_duration=last)
+            keyframes=keyframes if timed else [0], last_duration=last,
+            interlaced_frames=interlaced,
+            # AVFieldOrder 3 (BB) and 5 (BT) put the bottom field first
+            bottom_field_first=int(stream.codec_context.field_order) in (3, 5))
 
 
 def _fill_untimed(pts: list[int], rate: Fraction, time_base: Fraction
