@@ -79,6 +79,7 @@ class UpscaleOptions:
     tile: tuple[int, int] | None
     overlap: int | None  # None: the model's default
     backend: str
+    precision: str | None = None  # None: the filter's 'auto'
 
 
 def source_call(namespace: str, path: Path) -> str:
@@ -97,7 +98,8 @@ def render_script(source: Path, namespace: str, options: UpscaleOptions,
     """The ``.vpy`` text. It uses the ``coreml_esrgan`` namespace when VapourSynth has it
     and the Python API otherwise (development checkouts). ``set_matrix``: the source is
     untagged, so the script tags it with the matrix ``signal`` names before upscaling."""
-    kwargs = {"model": options.model, "overlap": options.overlap, "backend": options.backend}
+    kwargs = {"model": options.model, "overlap": options.overlap, "backend": options.backend,
+              "precision": options.precision}
     if options.tile:
         kwargs["tile"] = list(options.tile)
     arguments = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v is not None)
