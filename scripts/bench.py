@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -151,7 +152,16 @@ class TimedBackend:
 # --- models -----------------------------------------------------------------------------
 
 def load_network(model: str):
-    """(spec, torch network) for a catalogue name or 'random-compact' / 'random-rrdb'."""
+    """(spec, a fresh copy of the torch network) for a catalogue name or 'random-compact' /
+    'random-rrdb' (loaded once per process: official models take seconds to read)."""
+    import copy
+
+    spec, network = _load_network(model)
+    return spec, copy.deepcopy(network)
+
+
+@functools.cache
+def _load_network(model: str):
     import torch
     from spandrel.architectures.Compact import Compact
     from spandrel.architectures.ESRGAN import ESRGAN
@@ -546,9 +556,17 @@ Results = dict[tuple[str, str, str], list[dict]]  # (method, model, runner) -> r
 
 def peers(models: list[tuple[str, tuple[int, int]]], frames: int, rounds: int,
           methods: list[str], vs_threads: int | None, name: str | None,
-          out_dir: Path) -> None:
+          out_dir: Path, only: list[str] | None = None) -> None:
     facts = precisions()
     runners, missing = available_runners(facts)
+    if only:
+        unknown = sorted(set(only) - set(LABELS))
+        if unknown:
+            raise SystemExit(f"unknown runners {', '.join(unknown)}; known: "
+                             f"{', '.join(LABELS)}")
+        for runner in [r for r in runners if r not in only]:
+            runners.remove(runner)
+            missing[label(runner, facts)] = "left out (--runners)"
     results: Results = {}
     with tempfile.TemporaryDirectory() as work:
         for model, size in models:
@@ -764,6 +782,8 @@ def main() -> int:
     parser.add_argument("--method", choices=("both", "together", "process"), default="both",
                         help="part 2: all runners in one process, one process per run, or "
                         "both (default)")
+    parser.add_argument("--runners", help="part 2: only these, comma-separated (e.g. "
+                        "torch,torch-fp32,ort,ov,ov-f32; default: all this machine has)")
     parser.add_argument("--vs-threads", type=int, default=None,
                         help="VapourSynth threads (default: its own default, as vspipe; "
                         "part 1 runs 1 and the default)")
@@ -793,7 +813,8 @@ def main() -> int:
                   for name, _, size in (m.partition("@") for m in args.models.split(","))]
         methods = ["together", "process"] if args.method == "both" else [args.method]
         peers(models, args.frames or 4, args.rounds, methods, args.vs_threads,
-              args.out_name, Path(args.out_dir))
+              args.out_name, Path(args.out_dir),
+              args.runners.split(",") if args.runners else None)
     else:
         sizes = [_size(s) for s in args.sizes.split(",")]
         threads = [args.vs_threads] if args.vs_threads else [1, None]
