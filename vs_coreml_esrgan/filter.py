@@ -340,7 +340,29 @@ def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
+# Frames in flight at once. ModifyFrame computes one frame at a time per instance, so with
+# one instance a frame's reading, colour handling and stitching never overlap the network's
+# work on the next; two interleaved instances sharing the backend (which runs one call at
+# a time) let them. More would only queue at the backend.
+_LANES = 2
+
+
 def _upscale_rgb(rgb: vs.VideoNode, setup: _Setup, name: str) -> vs.VideoNode:
+    core = vs.core
+    lanes = min(_LANES, core.num_threads, rgb.num_frames)
+    if lanes == 1:
+        return _upscale_lane(rgb, setup, name, 0, 1)
+    parts = [_upscale_lane(core.std.SelectEvery(rgb, lanes, k, modify_duration=False),
+                           setup, name, k, lanes) for k in range(lanes)]
+    # the later lanes are a frame shorter where the length is not a multiple of lanes
+    joined = core.std.Interleave(parts, extend=True, modify_duration=False)
+    return joined[:rgb.num_frames]
+
+
+def _upscale_lane(rgb: vs.VideoNode, setup: _Setup, name: str, first: int,
+                  step: int) -> vs.VideoNode:
+    """One ModifyFrame instance over frames ``first, first + step, ...`` of the clip
+    (``rgb`` holds just those), naming the clip's own frame numbers in errors."""
     scale = setup.backend.scale
     blank = vs.core.std.BlankClip(rgb, width=rgb.width * scale, height=rgb.height * scale,
                                   keep=True)
@@ -349,7 +371,7 @@ def _upscale_rgb(rgb: vs.VideoNode, setup: _Setup, name: str) -> vs.VideoNode:
         try:
             return _render(f[0], f[1], setup)
         except Exception as exc:  # VapourSynth shows it with a traceback; name the filter
-            raise vs.Error(f"{name}: frame {n}: {exc}") from None
+            raise vs.Error(f"{name}: frame {first + n * step}: {exc}") from None
 
     return vs.core.std.ModifyFrame(blank, clips=[rgb, blank], selector=upscale_frame)
 
