@@ -134,7 +134,8 @@ def test_torch_backend_runs_each_family_as_spandrel_does(make_checkpoint, net):
     from vs_coreml_esrgan.backends.torch_backend import create_torch_backend
 
     loaded = load_model(make_checkpoint(net))
-    backend = create_torch_backend(loaded.network, loaded.spec.scale, device="cpu")
+    backend = create_torch_backend(loaded.network, loaded.spec.scale, device="cpu",
+                                   precision="fp32")
     tiles = np.random.default_rng(2).random((2, 3, 16, 20), dtype=np.float32)
     np.testing.assert_allclose(backend(tiles), _torch_output(random_network(net), tiles),
                                atol=1e-4)

@@ -53,7 +53,7 @@ def _assert_close(frame: vs.VideoFrame, expected: np.ndarray) -> None:
 def test_properties_that_change_between_frames_are_followed(model):
     first = _yuv(1, "709", "limited", _Matrix=1, _Range=0)
     second = _yuv(2, "2020ncl", "full", _Matrix=9, _Range=1)
-    out = upscale(core.std.Splice([first, second]), model)
+    out = upscale(core.std.Splice([first, second]), model, precision="fp32")
     frames = [out.get_frame(0), out.get_frame(1)]
     _assert_close(frames[0], _expected(first, "709", "limited"))
     _assert_close(frames[1], _expected(second, "2020ncl", "full"))
@@ -66,7 +66,7 @@ def test_gray_with_a_matrix_property(model):
     yuv = _yuv(3, "709", "limited", _Matrix=1, _Range=0)
     gray = core.std.ShufflePlanes(yuv, 0, vs.GRAY)
     assert gray.get_frame(0).props["_Matrix"] == 1
-    got = np.asarray(upscale(gray, model).get_frame(0)[0]).astype(int)
+    got = np.asarray(upscale(gray, model, precision="fp32").get_frame(0)[0]).astype(int)
     luma = frame_array(core.resize.Point(core.std.RemoveFrameProps(gray, PROPS),
                                          format=vs.GRAYS, range_in_s="limited").get_frame(0))
     with torch.inference_mode():
@@ -105,7 +105,7 @@ def test_unknown_values_fall_back_as_documented(model, props, matrix, rng, warni
     messages: list[str] = []
     handle = core.add_log_handler(lambda kind, text: messages.append(text))
     try:
-        got = upscale(clip, model).get_frame(0)
+        got = upscale(clip, model, precision="fp32").get_frame(0)
     finally:
         core.remove_log_handler(handle)
     _assert_close(got, _expected(clip, matrix, rng))

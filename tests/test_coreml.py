@@ -181,7 +181,7 @@ def test_filter_with_package_equals_torch(make_checkpoint, tmp_path, precision):
     clip = clip_from_arrays(random_rgb(2, 50, 70, seed=4), vs.RGBS)
     through_mil = upscale(clip, package, overlap=4, backend="mil")
     through_torch = upscale(clip, checkpoint, tile=(32, 24), overlap=4, backend="torch",
-                            batch=2)
+                            batch=2, precision="fp32")
     for n in range(2):
         a, b = frame_array(through_mil.get_frame(n)), frame_array(through_torch.get_frame(n))
         if precision == "fp32":
@@ -202,6 +202,13 @@ def test_package_arguments_that_disagree(make_checkpoint, tmp_path):
         upscale(clip, package, batch=1, backend="mil")
     with pytest.raises(vs.Error, match=r"upscale: a \.mlpackage runs with backend 'coreml'"):
         upscale(clip, package, backend="torch")
+    with pytest.raises(vs.Error, match=r"upscale: precision 'fp32' disagrees with the "
+                                       r"package's compiled precision 'fp16'; omit"):
+        upscale(clip, package, precision="fp32", backend="mil")
+    with pytest.raises(vs.Error, match=r"upscale: precision 'bf16' applies to backend "
+                                       r"'torch' only"):
+        upscale(clip, package, precision="bf16")
+    assert upscale(clip, package, precision="fp16").width == 192  # its own: fine
     assert upscale(clip, package).width == 192  # auto picks the executor off the Mac
 
 

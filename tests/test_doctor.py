@@ -25,7 +25,8 @@ def test_doctor_reports_what_runs_here(make_checkpoint, capsys):
     assert re.search(r"- convert \(fp16\): \d+\.\d s", report)
     assert re.search(r"- parity, executor: max abs error \S+, PSNR \d+\.\d dB \(PASS", report)
     assert "- needs macOS: compute plan" in report
-    assert re.search(r"\| torch CPU fp32 \| \d+\.\d \| \d+\.\d+ \|", report)
+    # precision 'auto': bf16 on CPUs with native bfloat16, else fp32
+    assert re.search(r"\| torch CPU (fp32|bf16) \| \d+\.\d \| \d+\.\d+ \|", report)
     assert re.search(r"\| executor \(mil, fp16 program\) \| \d+\.\d \| \d+\.\d+ \|", report)
     assert "Traceback" not in report
 

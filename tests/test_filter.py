@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,7 +36,7 @@ def test_integer_rgb_output_is_rounded_reference(model, fmt):
     peak = (1 << vs.core.get_video_format(fmt).bits_per_sample) - 1
     quantised = [np.rint(f * peak) for f in random_rgb(2, 20, 24)]
     clip = clip_from_arrays(quantised, fmt)
-    out = upscale(clip, model)
+    out = upscale(clip, model, precision="fp32")  # exact parity: not bf16 where 'auto' is
     assert (out.format.id, out.width, out.height) == (fmt, 48, 40)
     expected = [np.rint(r * peak) for r in _reference([q / peak for q in quantised])]
     for n in range(2):
@@ -49,7 +51,7 @@ def test_float_rgb_output_matches_reference(model, fmt, atol):
     frames = random_rgb(2, 20, 24, seed=5)
     if fmt == vs.RGBH:
         frames = [f.astype(np.float16).astype(np.float32) for f in frames]
-    out = upscale(clip_from_arrays(frames, fmt), model)
+    out = upscale(clip_from_arrays(frames, fmt), model, precision="fp32")
     assert out.format.id == fmt
     expected = _reference(frames)
     for n in range(2):
@@ -97,7 +99,7 @@ def test_yuv_uses_the_clips_own_matrix_and_range(model, props, matrix, rng):
     yuv = core.std.RemoveFrameProps(yuv, ["_Matrix", "_Range", "_ColorRange"])
     if props:
         yuv = core.std.SetFrameProps(yuv, **props)
-    got = upscale(yuv, model).get_frame(0)
+    got = upscale(yuv, model, precision="fp32").get_frame(0)
     expected = _yuv_expected(yuv, SPEC, matrix, rng)
     for plane in range(3):
         difference = np.abs(np.asarray(got[plane]).astype(int) - np.asarray(expected[plane]))
@@ -106,7 +108,7 @@ def test_yuv_uses_the_clips_own_matrix_and_range(model, props, matrix, rng):
 
 def test_gray_becomes_rgb_and_back(model):
     gray = clip_from_arrays([np.full((1, 10, 12), 0.25, np.float32)], vs.GRAYS)
-    out = upscale(gray, model)
+    out = upscale(gray, model, precision="fp32")
     network = random_network(SPEC)
     with torch.inference_mode():
         rgb = network(torch.full((1, 3, 10, 12), 0.25)).clamp(0, 1)[0]
@@ -118,7 +120,8 @@ def test_tiled_filter_equals_whole_frame_for_the_compact_property(make_checkpoin
     spec = compact(scale=2, num_conv=16, num_feat=8)
     path = make_checkpoint(spec)
     frames = random_rgb(1, 70, 90, seed=9)
-    out = upscale(clip_from_arrays(frames, vs.RGBS), path, tile=(48, 40), overlap=18, batch=3)
+    out = upscale(clip_from_arrays(frames, vs.RGBS), path, tile=(48, 40), overlap=18, batch=3,
+                  precision="fp32")
     np.testing.assert_allclose(frame_array(out.get_frame(0)), _reference(frames, spec)[0],
                                atol=1e-5)
 
@@ -158,6 +161,55 @@ def test_concurrent_requests_give_identical_frames(model):
         np.testing.assert_array_equal(frame_array(asynchronous[n]), sequential[n])
 
 
+def test_cpu_calls_from_many_threads_run_on_one_inference_thread(monkeypatch):
+    """Each thread entering PyTorch gets its own OpenMP team: the CPU backend runs every
+    call on one thread of its own, whichever thread calls, with the same results."""
+    from vs_coreml_esrgan.backends.torch_backend import TorchBackend, create_torch_backend
+
+    runners: set[int] = set()
+    run = TorchBackend._run
+
+    def recording(self, tiles):
+        runners.add(threading.get_ident())
+        return run(self, tiles)
+
+    monkeypatch.setattr(TorchBackend, "_run", recording)
+    backend = create_torch_backend(random_network(SPEC), SPEC.scale, device="cpu",
+                                   precision="fp32")
+    tiles = np.stack(random_rgb(4, 16, 16, seed=13))
+    expected = [backend(tiles[k:k + 1]) for k in range(4)]
+    got: dict[int, np.ndarray] = {}
+    callers = [threading.Thread(target=lambda k=k: got.__setitem__(k, backend(tiles[k:k + 1])))
+               for k in range(4)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert len(runners) == 1
+    assert runners.isdisjoint({t.ident for t in callers} | {threading.get_ident()})
+    for k in range(4):
+        np.testing.assert_array_equal(got[k], expected[k])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc/cpuinfo")
+def test_auto_precision_follows_the_cpus_bfloat16_flags(model):
+    """'auto' on the CPU is bf16 exactly where the CPU has AVX512-BF16 or AMX-BF16 (as
+    Linux lists its flags), fp32 elsewhere; the two really differ."""
+    from vs_coreml_esrgan.backends.torch_backend import cpu_has_native_bf16
+
+    flags = next(line.split(":", 1)[1].split() for line in
+                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert cpu_has_native_bf16() == native
+    clip = clip_from_arrays(random_rgb(1, 20, 24, seed=3), vs.RGBS)
+    auto = frame_array(upscale(clip, model).get_frame(0))
+    chosen, other = ("bf16", "fp32") if native else ("fp32", "bf16")
+    np.testing.assert_array_equal(
+        auto, frame_array(upscale(clip, model, precision=chosen).get_frame(0)))
+    assert not np.array_equal(
+        auto, frame_array(upscale(clip, model, precision=other).get_frame(0)))
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"tile": 32, "overlap": 16}, r"tile 32 is smaller than 2 x overlap \+ 1 = 33"),
     # the default overlap is the model's receptive radius: 3 + 2 convolutions
@@ -167,7 +219,9 @@ def test_concurrent_requests_give_identical_frames(model):
     ({"overlap": -1}, r"overlap must be a non-negative int"),
     ({"batch": 0}, r"batch must be a positive int"),
     ({"backend": "onnx"}, r"backend must be one of auto, torch, coreml, mil, got 'onnx'"),
-    ({"precision": "int8"}, r"precision must be one of auto, fp32, fp16, got 'int8'"),
+    ({"precision": "int8"}, r"precision must be one of auto, fp32, fp16, bf16, got 'int8'"),
+    ({"precision": "bf16", "backend": "mil"},
+     r"precision 'bf16' applies to backend 'torch' only .* fp16 or fp32"),
     ({"precision": "fp16", "device": "cpu"},
      r"precision 'fp16' on the CPU .* use precision='fp32'"),
     ({"device": "tpu"}, r"device must be cpu, cuda\[:N\] or mps, got 'tpu'"),
@@ -244,7 +298,8 @@ def test_batch_larger_than_the_frame_runs_its_tiles_once(model):
     """batch=10**9 asked numpy for terabytes per frame; only the frame's tiles are run."""
     frames = random_rgb(1, 24, 40, seed=12)
     clip = clip_from_arrays(frames, vs.RGBS)
-    got = frame_array(upscale(clip, model, tile=16, overlap=6, batch=10 ** 9).get_frame(0))
+    got = frame_array(upscale(clip, model, tile=16, overlap=6, batch=10 ** 9,
+                              precision="fp32").get_frame(0))
     np.testing.assert_allclose(got, _reference(frames)[0], atol=1e-5)
 
 

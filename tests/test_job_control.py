@@ -139,6 +139,8 @@ def test_resume_refuses_segments_made_with_other_weights(model, tmp_path):
     (("--encoder", "ffv1", "--crf", "20"), "encoder ffv1 is not set by quality"),
     (("--overlap", "-1"), "--overlap must be 0 or more, got -1"),
     (("--backend", "coreml"), "--backend coreml needs macOS"),
+    (("--backend", "mil", "--precision", "bf16"),
+     "precision 'bf16' applies to backend 'torch' only"),
 ])
 def test_bad_options_reported_before_work(model, tmp_path, args, message):
     if "coreml" in args and os.uname().sysname == "Darwin":

@@ -82,6 +82,7 @@ def describe(descriptor: Any) -> NetworkSpec:
         arch=arch, scale=descriptor.scale, num_in_ch=descriptor.input_channels,
         num_out_ch=descriptor.output_channels, multiple_of=size.multiple_of,
         minimum=size.minimum, square=size.square, supports_half=descriptor.supports_half,
+        supports_bfloat16=descriptor.supports_bfloat16,
         receptive_radius=receptive_radius(arch, getattr(descriptor.model, "hyperparameters",
                                                         {})),
         tiling=descriptor.tiling.name.lower(), tags=tags,

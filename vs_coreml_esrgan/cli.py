@@ -261,7 +261,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     request = JobRequest(
         source=Path(args.input), output=Path(args.output),
         upscale=UpscaleOptions(model=args.model, tile=args.tile, overlap=args.overlap,
-                               backend=args.backend),
+                               backend=args.backend, precision=args.precision),
         encoder=args.encoder, crf=args.crf, preset=args.preset, bits=args.bit_depth,
         start=args.start, end=args.end, chunks=args.chunks, force=args.force,
         source_filter=args.source, deinterlace=args.deinterlace)
@@ -334,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--overlap", type=int, help="context pixels per tile edge (default: "
                      "from the model, see `inspect MODEL`)")
     job.add_argument("--backend", choices=("auto", "torch", "coreml", "mil"), default="auto")
+    job.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"),
+                     help="default auto: fp16 with Core ML and GPUs; on the CPU bf16 where "
+                     "it computes bfloat16 natively (AVX512-BF16, AMX), else fp32")
     job.add_argument("--encoder", choices=("x264", "x265", "av1", "vp9", "prores", "ffv1"),
                      help="default x264 (.webm: vp9)")
     job.add_argument("--crf", type=int, help="quality (x264 16, x265 18, av1 28, vp9 30 by "

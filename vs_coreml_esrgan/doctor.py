@@ -225,7 +225,7 @@ def _speed(report: Report, loaded: Any, package: Path | Failure, tile: tuple[int
                                 else Failure(f"failed: {trial.error}"), tiles_per_frame))
     shape = (1, loaded.spec.num_in_ch, tile[1], tile[0])
     torch_device = "mps" if sys.platform == "darwin" else "cpu"
-    label = f"torch {torch_device.upper()} {'fp16' if torch_device == 'mps' else 'fp32'}"
+    label = f"torch {torch_device.upper()} {_torch_precision(torch_device)}"
     lines.append(_speed_row(label, step(report, lambda: _time_torch(loaded, torch_device,
                                                                     shape)), tiles_per_frame))
     if not isinstance(package, Failure):
@@ -234,6 +234,13 @@ def _speed(report: Report, loaded: Any, package: Path | Failure, tile: tuple[int
         lines.append(_speed_row("executor (mil, fp16 program)", step(
             report, lambda: _time_backend(create_mil_backend(package), shape, np.float16)),
             tiles_per_frame))
+
+
+def _torch_precision(device: str) -> str:
+    """What the torch backend's precision 'auto' computes in on ``device``."""
+    from .backends.torch_backend import resolve_precision
+
+    return resolve_precision("auto", device)
 
 
 def _speed_row(label: str, ms: float | Failure, tiles_per_frame: int) -> str:

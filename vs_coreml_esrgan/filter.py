@@ -24,6 +24,7 @@ from .memory import activation_values, check_fits, package_activation_values
 from .network_spec import FALLBACK_OVERLAP, ModelError, NetworkSpec
 
 BACKENDS = ("auto", "torch", "coreml", "mil")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _NAME = "upscale"
 _SMALLER = "use a smaller tile or batch (tile=None picks one of at most 512)"
 
@@ -59,8 +60,10 @@ def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
     ``backend``: 'auto' (coreml on macOS, else torch, or mil for a ``.mlpackage``),
     'torch', 'coreml' (macOS) or 'mil' (the portable ML Program executor). With 'coreml'
     or 'mil' a checkpoint is converted on first use into the user cache.
-    ``device``: a torch device ('cpu', 'cuda', 'mps'); ``precision``: 'auto', 'fp32' or
-    'fp16' ('auto': fp16 for Core ML, CUDA and MPS, fp32 on the CPU); ``batch``: tiles per
+    ``device``: a torch device ('cpu', 'cuda', 'mps'); ``precision``: 'auto', 'fp32',
+    'fp16' or 'bf16' ('auto': fp16 for Core ML, CUDA and MPS; on the CPU bf16 where it
+    computes bfloat16 natively (AVX512-BF16 or AMX), else fp32; 'bf16' is for the torch
+    backend only, a package's own precision is the only one it takes); ``batch``: tiles per
     backend call (None: 1, or a package's own; at most a frame's tile count is used);
     ``compute_units``: for coreml, 'auto' (None: the fastest of the Neural Engine, the GPU
     and both, measured once per model and Mac in child processes and remembered), 'ane',
@@ -138,6 +141,13 @@ def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
     chosen = _choose_backend(backend, is_package)
     if compute_units is not None and chosen != "coreml":
         raise ValueError(f"compute_units applies to backend 'coreml' only, not {chosen!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                         f"{precision!r}")
+    if precision == "bf16" and chosen != "torch":
+        raise ValueError(f"precision 'bf16' applies to backend 'torch' only (CPU or CUDA); "
+                         f"backend {chosen!r} runs Core ML programs, which compute in fp16 "
+                         "or fp32")
     if chosen == "torch":
         if is_package:
             raise ValueError("a .mlpackage runs with backend 'coreml' (macOS) or 'mil'; "
@@ -149,7 +159,8 @@ def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
     package = path if is_package else _convert_for(clip, path, tile=tile, overlap=overlap,
                                                     precision=precision, batch=batch or 1)
     return _prepare_package(clip, package, chosen, tile=tile, overlap=overlap,
-                            batch=batch, compute_units=compute_units)
+                            batch=batch, compute_units=compute_units,
+                            precision=precision if is_package else "auto")
 
 
 def _choose_backend(backend: str, is_package: bool) -> str:
@@ -163,7 +174,12 @@ def _choose_backend(backend: str, is_package: bool) -> str:
 def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
                    tile: int | Sequence[int] | None, overlap: int, device: str | None,
                    precision: str, batch: int) -> _Setup:
-    from .backends.torch_backend import create_torch_backend
+    from .backends.torch_backend import (
+        cpu_has_native_bf16,
+        create_torch_backend,
+        default_device,
+        resolve_precision,
+    )
     from .checkpoint import load_model
 
     loaded = load_model(path)
@@ -173,8 +189,16 @@ def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
     plan = tiling.plan_tiles(clip.width, clip.height, tile_size, overlap, spec.scale)
     batch = min(batch, plan.num_tiles)  # more would only repeat the last tile
     check_fits(tile_size, batch, activation_values(loaded.network, spec), hint=_SMALLER)
+    explicit = precision != "auto"
+    if not explicit and (device is None or isinstance(device, str)):
+        precision = resolve_precision(precision, device or default_device())
     runner = create_torch_backend(loaded.network, spec.scale, device=device,
-                                  precision=_precision_for(spec, precision))
+                                  precision=_precision_for(spec, precision,
+                                                           explicit=explicit))
+    if runner.precision == "bf16" and runner.device.type == "cpu" \
+            and not cpu_has_native_bf16():
+        _notify("precision 'bf16' on a CPU without native bfloat16 (AVX512-BF16 or AMX): "
+                "PyTorch emulates it, several times slower than fp32")
     return _Setup(backend=runner, plan=plan, batch=batch)
 
 
@@ -186,8 +210,6 @@ def _convert_for(clip: vs.VideoNode, path: str | os.PathLike[str], *,
     from .coreml.cached import cached_package
     from .coreml.tile_rule import coreml_tile_size
 
-    if precision not in ("auto", "fp16", "fp32"):
-        raise ValueError(f"precision must be one of auto, fp32, fp16, got {precision!r}")
     loaded = load_model(path)
     overlap = loaded.spec.default_overlap if overlap is None else overlap
     if tile is None:
@@ -212,10 +234,14 @@ def _notify(message: str) -> None:
 
 def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen: str, *,
                      tile: int | Sequence[int] | None, overlap: int, batch: int | None,
-                     compute_units: str | None) -> _Setup:
+                     compute_units: str | None, precision: str) -> _Setup:
     from .coreml.package import read_package
 
     info = read_package(package)
+    if precision != "auto" and precision != info.precision:
+        raise ValueError(f"precision {precision!r} disagrees with the package's compiled "
+                         f"precision {info.precision!r}; omit precision= or convert again "
+                         "with --precision")
     if tile is not None:
         wanted = _tile_pair(tile)
         if wanted != info.tile:
@@ -280,15 +306,20 @@ def _tile_size(tile: int | Sequence[int] | None, width: int, height: int, overla
     return sizes[0], sizes[1]
 
 
-def _precision_for(spec: NetworkSpec, precision: str) -> str:
-    """'auto' becomes 'fp32' for a network without half-precision support; an explicit
-    'fp16' for one is a ValueError."""
-    if spec.supports_half:
+def _precision_for(spec: NetworkSpec, precision: str, *, explicit: bool = True) -> str:
+    """'fp16' and 'bf16' as given where the network supports them (spandrel says which);
+    'auto' becomes 'fp32' for a network without half-precision support. An explicit
+    precision the network does not support is a ValueError; one that 'auto' resolved to
+    (``explicit`` False) falls back to 'fp32'."""
+    supported = {"fp16": spec.supports_half, "bf16": spec.supports_bfloat16}
+    if precision == "auto":
+        return precision if spec.supports_half else "fp32"
+    if supported.get(precision, True):
         return precision
-    if precision == "fp16":
-        raise ValueError(f"{spec.describe()} does not support fp16 (spandrel says so); use "
-                         "precision='fp32' or 'auto'")
-    return "fp32" if precision == "auto" else precision
+    if not explicit:
+        return "fp32"
+    raise ValueError(f"{spec.describe()} does not support {precision} (spandrel says so); "
+                     "use precision='fp32' or 'auto'")
 
 
 def _tile_pair(tile: int | Sequence[int]) -> tuple[int, int]:
@@ -309,7 +340,29 @@ def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
+# Frames in flight at once. ModifyFrame computes one frame at a time per instance, so with
+# one instance a frame's reading, colour handling and stitching never overlap the network's
+# work on the next; two interleaved instances sharing the backend (which runs one call at
+# a time) let them. More would only queue at the backend.
+_LANES = 2
+
+
 def _upscale_rgb(rgb: vs.VideoNode, setup: _Setup, name: str) -> vs.VideoNode:
+    core = vs.core
+    lanes = min(_LANES, core.num_threads, rgb.num_frames)
+    if lanes == 1:
+        return _upscale_lane(rgb, setup, name, 0, 1)
+    parts = [_upscale_lane(core.std.SelectEvery(rgb, lanes, k, modify_duration=False),
+                           setup, name, k, lanes) for k in range(lanes)]
+    # the later lanes are a frame shorter where the length is not a multiple of lanes
+    joined = core.std.Interleave(parts, extend=True, modify_duration=False)
+    return joined[:rgb.num_frames]
+
+
+def _upscale_lane(rgb: vs.VideoNode, setup: _Setup, name: str, first: int,
+                  step: int) -> vs.VideoNode:
+    """One ModifyFrame instance over frames ``first, first + step, ...`` of the clip
+    (``rgb`` holds just those), naming the clip's own frame numbers in errors."""
     scale = setup.backend.scale
     blank = vs.core.std.BlankClip(rgb, width=rgb.width * scale, height=rgb.height * scale,
                                   keep=True)
@@ -318,7 +371,7 @@ def _upscale_rgb(rgb: vs.VideoNode, setup: _Setup, name: str) -> vs.VideoNode:
         try:
             return _render(f[0], f[1], setup)
         except Exception as exc:  # VapourSynth shows it with a traceback; name the filter
-            raise vs.Error(f"{name}: frame {n}: {exc}") from None
+            raise vs.Error(f"{name}: frame {first + n * step}: {exc}") from None
 
     return vs.core.std.ModifyFrame(blank, clips=[rgb, blank], selector=upscale_frame)
 

@@ -49,6 +49,7 @@ class NetworkSpec:
     minimum: int = 0
     square: bool = False
     supports_half: bool = True
+    supports_bfloat16: bool = True
     receptive_radius: int | None = None
     tiling: Tiling = "supported"
     coreml: bool = False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,12 +13,15 @@ from ..coreml.mil import MilProgram
 
 @dataclass(frozen=True, kw_only=True)
 class MilBackend:
-    """Runs exactly what Core ML would run, with PyTorch on the CPU. Calls are serialised:
-    each already uses every core."""
+    """Runs exactly what Core ML would run, with PyTorch on the CPU. Calls are serialised
+    (each already uses every core) on one thread the backend owns, whichever thread makes
+    them: each thread entering PyTorch would get an OpenMP team of its own."""
 
     program: MilProgram
     name: str = "mil"
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _worker: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="mil"),
+        repr=False, compare=False)
 
     @property
     def scale(self) -> int:
@@ -29,8 +32,7 @@ class MilBackend:
         return self.program.info.input_dtype
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        with self._lock:
-            return self.program(tiles)
+        return self._worker.submit(self.program, tiles).result()
 
 
 def create_mil_backend(package: str | os.PathLike[str]) -> MilBackend:

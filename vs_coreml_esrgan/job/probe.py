@@ -124,7 +124,7 @@ def check_upscale(options: UpscaleOptions, info: SourceInfo) -> str:
         blank = vs.core.std.BlankClip(width=info.width, height=info.height, length=1,
                                       format=info.format_id)
         upscale(blank, str(path), tile=options.tile, overlap=options.overlap,
-                backend=options.backend)
+                backend=options.backend, precision=options.precision or "auto")
         if path.is_dir():
             from ..coreml.package import package_digest
 

@@ -79,6 +79,7 @@ class UpscaleOptions:
     tile: tuple[int, int] | None
     overlap: int | None  # None: the model's default
     backend: str
+    precision: str | None = None  # None: the filter's 'auto'
 
 
 def source_call(namespace: str, path: Path) -> str:
@@ -100,7 +101,8 @@ def render_script(source: Path, namespace: str, options: UpscaleOptions,
     untagged, so the script tags it with the matrix ``signal`` names before upscaling.
     ``top_field_first`` (not None): deinterlace first with bwdif at the same frame rate,
     keeping the first field of each frame."""
-    kwargs = {"model": options.model, "overlap": options.overlap, "backend": options.backend}
+    kwargs = {"model": options.model, "overlap": options.overlap, "backend": options.backend,
+              "precision": options.precision}
     if options.tile:
         kwargs["tile"] = list(options.tile)
     arguments = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v is not None)
