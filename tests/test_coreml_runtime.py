@@ -354,7 +354,7 @@ def test_trials_run_in_child_processes_and_survive_an_abort(mac, package, monkey
     backend = backend_module.create_coreml_backend(made, notify=said.append)
     assert backend.compute_units == "all" and backend.runtime == "pyobjc"
     assert "Core ML: all chosen" in said[-1] and "gpu failed (crashed (SIGABRT))" in said[-1]
-    saved = json.loads(next((Path(backend_module.cache_dir()) / "choices").iterdir())
+    saved = json.loads(next((Path(backend_module.cache_dir()) / "choices").glob("*.json"))
                        .read_text())
     assert saved["units"] == "all"
     ane = next(t for t in saved["trials"] if t["units"] == "ane")
