@@ -51,12 +51,16 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(number, old)
 
 
-def vspipe_environment() -> dict[str, str]:
+def vspipe_environment(threads: int | None = None) -> dict[str, str]:
     """The environment vspipe runs in: VSScript configures itself by running
-    ``vapoursynth config`` from PATH, so this Python's scripts directory comes first."""
+    ``vapoursynth config`` from PATH, so this Python's scripts directory comes first.
+    ``threads``: the compute threads its backend may use (a cluster worker's share of the
+    machine; Dask's nanny sets 1 for the processes it starts)."""
     env = dict(os.environ)
     scripts = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")])
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
 
 
@@ -199,17 +203,18 @@ class _Progress:
             self.text += line + b"\n"
 
 
-def pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str], bar
-         ) -> int:
+def pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str], bar,
+         cancelled: Callable[[], bool] | None = None, threads: int | None = None) -> int:
     """Run ``vspipe -s first -e last | ffmpeg ... ffmpeg_tail``; returns frames written.
     On failure or interruption both processes are stopped and JobError is raised (or the
-    interruption re-raised)."""
+    interruption re-raised). ``cancelled``, asked about once a second, stops them too (a
+    cluster's task: a worker thread cannot be interrupted from outside)."""
     index = script.with_name("index.json")
     vspipe_cmd = vspipe_command(job, str(script), first, last, str(index), True)
     ffmpeg_cmd = [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
                   *pipe_input(), *ffmpeg_tail]
     vspipe = subprocess.Popen(vspipe_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=vspipe_environment())
+                              env=vspipe_environment(threads))
     try:
         ffmpeg = subprocess.Popen(ffmpeg_cmd, stdin=vspipe.stdout, stderr=subprocess.PIPE)
     except BaseException:
@@ -225,7 +230,7 @@ def pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str], 
                                      daemon=True)
     ffmpeg_reader.start()
     try:
-        ffmpeg_status = ffmpeg.wait()
+        ffmpeg_status = _wait(ffmpeg, cancelled)
         vspipe_status = vspipe.wait()
     except BaseException:
         _stop(vspipe, ffmpeg)
@@ -246,6 +251,16 @@ def pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str], 
     return last - first + 1
 
 
+def _wait(process: subprocess.Popen, cancelled: Callable[[], bool] | None) -> int:
+    while cancelled is not None:
+        try:
+            return process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            if cancelled():
+                raise JobError("cancelled") from None
+    return process.wait()
+
+
 def _stop(*processes: subprocess.Popen) -> None:
     """Terminate, then kill what is still running after 10 s; never leaves one behind."""
     for process in processes:
@@ -259,11 +274,13 @@ def _stop(*processes: subprocess.Popen) -> None:
             process.wait()
 
 
-def run_job(job: Job, *, warn: Warn, show_progress: bool = True) -> tuple[int, int]:
+def run_job(job: Job, *, warn: Warn, show_progress: bool = True, bar=None
+            ) -> tuple[int, int]:
     """Run a planned job. Returns (frames processed now, segments reused).
 
     Nothing appears at the output path unless the whole job succeeded; with chunks,
-    finished segments are kept beside the output so a rerun resumes.
+    finished segments are kept beside the output so a rerun resumes. ``bar``: a tqdm bar
+    to advance instead of the job's own (a batch's bar over all its files).
     """
     from .segments import run_chunked
 
@@ -275,7 +292,8 @@ def run_job(job: Job, *, warn: Warn, show_progress: bool = True) -> tuple[int, i
         script = Path(work) / "upscale.vpy"
         script.write_text(job.script)
         job.index.save(Path(work) / "index.json")
-        with _bar(job, show_progress) as bar:
+        own = _bar(job, show_progress) if bar is None else contextlib.nullcontext(bar)
+        with own as bar:
             if job.request.chunks == 1:
                 return _run_straight(job, script, bar), 0
             return run_chunked(job, script, bar, warn)

@@ -1,0 +1,56 @@
+"""vs-coreml-esrgan upscale IN... -o OUTDIR: which files, which outputs, and what is
+refused before any work. (Running a batch: tests/test_job_cluster.py, which shares its
+media and reference output with the cluster tests.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compact, random_network
+from media_files import job
+
+from vs_coreml_esrgan.job.batch import batch_entries, collect_sources
+from vs_coreml_esrgan.job.media import JobError
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "x2.pth"
+    torch.save(random_network(compact(scale=2, num_conv=2, num_feat=8)).state_dict(), path)
+    return path
+
+
+def test_name_clashes_are_refused_before_work(model, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "Ep1.mp4").write_bytes(b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(JobError, match=r"would both be written to .*ep1\.mkv; rename one"):
+        batch_entries([tmp_path / "a" / "Ep1.mp4", tmp_path / "b" / "Ep1.mp4".lower()], out)
+    result = job(tmp_path / "a", tmp_path / "b", "-o", out, "--model", model)
+    assert result.returncode == 1 and "would both be written to" in result.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_inputs_are_collected_once_in_order(tmp_path):
+    for name in ("b.mkv", "a.mp4", ".a.partial.mkv", "c.srt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.mkv").write_bytes(b"x")
+    found = collect_sources([tmp_path, tmp_path / "b.mkv", tmp_path / "missing.mkv"])
+    assert found == [tmp_path / "a.mp4", tmp_path / "b.mkv", tmp_path / "missing.mkv"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(JobError, match="empty holds no video files"):
+        collect_sources([tmp_path / "empty"])
+    with pytest.raises(JobError, match="is also an input directory"):
+        batch_entries([tmp_path], tmp_path)
+
+
+def test_single_file_form_keeps_its_rules(model, tmp_path):
+    result = job(tmp_path / "a.mkv", tmp_path / "b.mkv", tmp_path / "c.mkv", "--model", model)
+    assert result.returncode == 2 and "IN [IN ...] -o OUTDIR" in result.stderr
+    result = job(tmp_path / "a.mkv", tmp_path / "b.mkv", "--container", "mp4")
+    assert result.returncode == 2 and "--container applies to a batch" in result.stderr
