@@ -4,25 +4,17 @@ media and reference output with the cluster tests.)"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import subprocess
+import sys
 
 import pytest
-import torch
-from conftest import compact, random_network
 from media_files import job
 
 from vs_coreml_esrgan.job.batch import batch_entries, collect_sources
 from vs_coreml_esrgan.job.media import JobError
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "x2.pth"
-    torch.save(random_network(compact(scale=2, num_conv=2, num_feat=8)).state_dict(), path)
-    return path
-
-
-def test_name_clashes_are_refused_before_work(model, tmp_path):
+def test_name_clashes_are_refused_before_work(tmp_path):
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "Ep1.mp4").write_bytes(b"x")
@@ -30,7 +22,7 @@ def test_name_clashes_are_refused_before_work(model, tmp_path):
     out.mkdir()
     with pytest.raises(JobError, match=r"would both be written to .*ep1\.mkv; rename one"):
         batch_entries([tmp_path / "a" / "Ep1.mp4", tmp_path / "b" / "Ep1.mp4".lower()], out)
-    result = job(tmp_path / "a", tmp_path / "b", "-o", out, "--model", model)
+    result = job(tmp_path / "a", tmp_path / "b", "-o", out)
     assert result.returncode == 1 and "would both be written to" in result.stderr
     assert list(out.iterdir()) == []
 
@@ -49,8 +41,20 @@ def test_inputs_are_collected_once_in_order(tmp_path):
         batch_entries([tmp_path], tmp_path)
 
 
-def test_single_file_form_keeps_its_rules(model, tmp_path):
-    result = job(tmp_path / "a.mkv", tmp_path / "b.mkv", tmp_path / "c.mkv", "--model", model)
+def test_single_file_form_keeps_its_rules(tmp_path):
+    result = job(tmp_path / "a.mkv", tmp_path / "b.mkv", tmp_path / "c.mkv")
     assert result.returncode == 2 and "IN [IN ...] -o OUTDIR" in result.stderr
     result = job(tmp_path / "a.mkv", tmp_path / "b.mkv", "--container", "mp4")
     assert result.returncode == 2 and "--container applies to a batch" in result.stderr
+
+
+def test_nothing_of_dask_is_imported_without_a_cluster():
+    code = ("import sys\n"
+            "from vs_coreml_esrgan.cli import build_parser\n"
+            "import vs_coreml_esrgan.job.batch, vs_coreml_esrgan.job.cluster_worker\n"
+            "build_parser().parse_args(['upscale', 'a', '-o', 'b'])\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('dask', 'distributed')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"

@@ -78,7 +78,7 @@ def farm():
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, env={"VS_COREML_ESRGAN_WORKER_THREADS": "1"}
+                      dashboard_address=":0", env={"VS_COREML_ESRGAN_WORKER_THREADS": "1"}
                       ) as cluster, Client(cluster) as client:
         yield cluster.scheduler_address, client
 
