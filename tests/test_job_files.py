@@ -3,6 +3,7 @@ output checked by decoding it (frame count, timestamps, A/V offset by content, t
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,7 @@ def test_rgb_sources(model, tmp_path, codec, suffix, pix_fmt):
     out = tmp_path / "out.mkv"
     result = job(source, out, "--model", model)
     assert result.returncode == 0, result.stderr
+    assert ("alpha channel (rgba)" in result.stderr) == (pix_fmt == "rgba")
     video = stream_facts(out)[0]
     assert video["pix_fmt"] == "yuv444p" and video["width"] == 128
     assert video["colorspace"] == 6 and video["range"] == 1  # SD: BT.601, limited
@@ -246,16 +248,60 @@ def test_hdr_gets_ten_bits_or_a_clear_refusal(model, tmp_path):
     assert vp9.returncode == 0 and "does not carry the input's HDR10" in vp9.stderr
 
 
+def _interlaced(directory: Path) -> Path:
+    """A DVD-like MPEG-2 file, top field first, whose two fields are 20 ms apart in time
+    (made from 50 fps motion), so weaving them shows combing."""
+    source = directory / "dvd.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=50:duration=0.4,"
+           "scroll=horizontal=0.02", "-vf", "tinterlace=mode=interleave_top,setfield=tff",
+           "-c:v", "mpeg2video", "-q:v", "2", "-flags", "+ilme+ildct", "-field_order", "tt",
+           source)
+    return source
+
+
 def test_interlaced_input_is_refused_before_work(model, tmp_path):
-    source = tmp_path / "dvd.mkv"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.4", "-c:v",
-           "mpeg2video", "-flags", "+ilme+ildct", "-field_order", "tt", "-vf",
-           "setfield=tff", source)
+    source = _interlaced(tmp_path)
     result = job(source, tmp_path / "out.mkv", "--model", model)
     assert result.returncode == 1
-    assert "interlaced (top field first)" in result.stderr and "bwdif" in result.stderr
+    assert "interlaced (top field first)" in result.stderr and "--deinterlace" in \
+        result.stderr and "bwdif" in result.stderr
     assert "vspipe" not in result.stderr
     assert not (tmp_path / "out.mkv").exists()
+
+
+def test_deinterlace_equals_ffmpegs_bwdif_then_upscale(model, tmp_path):
+    source = _interlaced(tmp_path)
+    ours = tmp_path / "ours.mkv"
+    result = job(source, ours, "--model", model, "--encoder", "ffv1", "--deinterlace")
+    assert result.returncode == 0, result.stderr
+    # The reference deinterlaces with ffmpeg's own bwdif (which the plugin ports), keeping
+    # the first field, into a lossless progressive file that the job then upscales.
+    progressive = tmp_path / "progressive.mkv"
+    ffmpeg("-i", source, "-vf", "bwdif=mode=send_frame:parity=tff:deint=all,setfield=prog",
+           "-c:v", "ffv1", progressive)
+    reference = tmp_path / "reference.mkv"
+    assert job(progressive, reference, "--model", model, "--encoder", "ffv1").returncode == 0
+    assert len(video_times(ours)) == len(video_times(source)) == 10
+    # ffmpeg treats the very first frame's missing predecessor its own way
+    assert _frame_hashes(ours)[1:] == _frame_hashes(reference)[1:]
+    assert _field_order(ours) == 1  # AV_FIELD_PROGRESSIVE
+
+
+def _frame_hashes(path: Path) -> list[str]:
+    import hashlib
+
+    import av
+
+    with av.open(str(path)) as container:
+        return [hashlib.md5(frame.to_ndarray().tobytes()).hexdigest()
+                for frame in container.decode(video=0)]
+
+
+def _field_order(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return int(container.streams.video[0].codec_context.field_order)
 
 
 def test_sar_kept(model, tmp_path):
@@ -277,14 +323,39 @@ def test_output_cannot_go_to_a_read_only_place(model, tmp_path):
     assert "cannot write into the output's directory /proc" in result.stderr
 
 
-def test_variable_frame_rate_is_not_silent(model, tmp_path):
-    source = tmp_path / "vfr.mkv"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30:duration=1", "-vf",
-           "select='lt(n\\,10)+not(mod(n\\,2))'", "-fps_mode", "vfr", "-c:v", "libx264",
-           source)
-    out = tmp_path / "out.mkv"
-    result = job(source, out, "--model", model, "--source", "builtin")
+def _variable_rate(directory: Path) -> Path:
+    """30 fps for 10 frames, then 15 fps (a phone or screen recording), in a 1 ms time
+    base, with the audio starting 0.3 s before the video."""
+    source = directory / "vfr.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30:duration=2", "-f", "lavfi",
+           "-i", f"{NOISE}:duration=2.5", "-filter_complex",
+           "[0:v]select='lt(n\\,10)+not(mod(n\\,2))',setpts=PTS+0.3/TB[v]", "-map", "[v]",
+           "-map", "1:a", "-fps_mode", "vfr", "-c:v", "libx264", "-c:a", "flac", source)
+    return source
+
+
+@pytest.mark.parametrize(("suffix", "extra", "first", "last"), [
+    (".mkv", (), 0, None), (".mp4", (), 0, None),
+    (".mkv", ("--chunks", "3"), 0, None), (".mp4", ("--start", "7", "--end", "20"), 7, 20)])
+def test_variable_frame_rate_keeps_each_frames_time(model, tmp_path, suffix, extra, first,
+                                                    last):
+    source = _variable_rate(tmp_path)
+    times = video_times(source)
+    steps = {round(float(b - a) * 1000) for a, b in itertools.pairwise(times)}
+    assert min(steps) < 40 and max(steps) > 60  # the source really is variable-rate
+    out = tmp_path / f"out{suffix}"
+    result = job(source, out, "--model", model, *extra)
     assert result.returncode == 0, result.stderr
-    assert "warning: the input has a variable frame rate" in result.stderr
-    assert "move up to" in result.stderr
-    assert len(video_times(out)) == len(video_times(source)) == 20
+    assert "variable frame rate" not in result.stderr
+    wanted = times[first:None if last is None else last + 1]
+    got = video_times(out)
+    assert len(got) == len(wanted)
+    for expected, actual in zip(wanted, got, strict=True):
+        assert abs(float((actual - got[0]) - (expected - wanted[0]))) <= 0.001
+    reference = audio_track(source)
+    assert av_offset(out, reference) == pytest.approx(av_offset(source, reference, first),
+                                                      abs=0.002)
+    if not extra:
+        printed = job(source, tmp_path / "p.mkv", "--model", model, "--print").stdout
+        assert f"job.relay {source} 0 {len(times) - 1} \\\n  | " in printed
+        assert "-itsoffset 0.300000 -f nut -i -" in printed

@@ -20,7 +20,7 @@ def add_upscale_parser(commands, tile_type) -> None:
     job.add_argument("paths", nargs="+", metavar="IN",
                      help="IN OUT: one file (.mkv, .mp4, .mov, .m4v or .webm, never "
                      "overwritten without --force); with -o: input files and directories")
-    job.add_argument("-o", "--output-dir", help="batch: write OUTDIR/NAME.mkv for each input "
+    job.add_argument("-o", "--output-dir", metavar="OUTDIR", help="batch: write OUTDIR/NAME.mkv for each input "
                      "(existing outputs are skipped)")
     job.add_argument("--container", choices=("mkv", "mp4", "mov", "m4v", "webm"),
                      default="mkv", help="batch: the outputs' container (default mkv)")
@@ -43,6 +43,9 @@ def add_upscale_parser(commands, tile_type) -> None:
     job.add_argument("--source", choices=("auto", "bs", "ffms2", "lsmas", "builtin"),
                      default="auto", help="source filter: auto takes bestsource, ffms2 or "
                      "lsmas when installed, else the built-in one (PyAV, no plugin)")
+    job.add_argument("--deinterlace", action="store_true", help="deinterlace with bwdif "
+                     "(pip install vapoursynth-bwdif) at the same frame rate before "
+                     "upscaling; interlaced input is refused without it")
     job.add_argument("--start", type=int, help="first frame (default 0)")
     job.add_argument("--end", type=int, help="last frame, inclusive (default: the last)")
     job.add_argument("--chunks", type=int, help="encode in N resumable segments (default 1; "
@@ -63,7 +66,7 @@ def _request(args: argparse.Namespace, source: Path, output: Path):
                                backend=args.backend),
         encoder=args.encoder, crf=args.crf, preset=args.preset, bits=args.bit_depth,
         start=args.start, end=args.end, chunks=args.chunks or 1, force=args.force,
-        source_filter=args.source)
+        source_filter=args.source, deinterlace=args.deinterlace)
 
 
 def _warn(message: str) -> None:
@@ -163,7 +166,8 @@ def _batch(args: argparse.Namespace, cluster: str | None) -> int:
         with stop_on_signals():
             entries = batch.batch_entries([Path(p) for p in args.paths],
                                           Path(args.output_dir), f".{args.container}")
-            planned, known = batch.plan_entries(entries, _request(args, Path(), Path()))
+            planned, known = batch.plan_entries(_checking(entries),
+                                                _request(args, Path(), Path()))
             report.outcomes += known
             if args.print:
                 for item in planned:
@@ -189,6 +193,13 @@ def _batch(args: argparse.Namespace, cluster: str | None) -> int:
         return 128 + stop.signum
     _report(entries, report)
     return 1 if batch.failed(report.outcomes) else 0
+
+
+def _checking(entries):
+    """Planning reads every file once (the frame index): a bar over the files meanwhile."""
+    from tqdm import tqdm
+
+    return tqdm(entries, desc="checking", unit="file", disable=None, leave=False)
 
 
 def _on_cluster(args: argparse.Namespace, cluster: str, planned, bar, report) -> None:

@@ -41,6 +41,7 @@ class JobRequest:
     chunks: int = 1
     force: bool = False
     source_filter: str = "auto"
+    deinterlace: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,18 @@ class Job:
         return self.last - self.first + 1
 
     @property
+    def variable_rate(self) -> bool:
+        """Whether the frames pass through the timestamp relay (see relay.py)."""
+        return not self.index.constant_rate
+
+    @property
     def video_args(self) -> list[str]:
-        """ffmpeg's options for the video from the pipe (a video starting at 0)."""
+        """ffmpeg's options for the video from the pipe (a video starting at 0). A
+        variable-rate video keeps the relay's timestamps, in the source's time base."""
+        if self.variable_rate:
+            base = "{}/{}".format(*self.index.time_base)
+            return ["-vf", self.filters, "-fps_mode", "passthrough", "-enc_time_base:v",
+                    base, *self.codec_args]
         return ["-vf", self.filters, *self.codec_args]
 
     @property
@@ -125,9 +136,11 @@ def plan_job(request: JobRequest) -> Job:
         warnings.append(f"the source filter {namespace} counts {info.num_frames} frames, "
                         f"PyAV {index.num_frames}: timestamps may be off; try --source "
                         "builtin")
-    _check_interlaced(info)
-    if not index.constant_rate:
-        warnings.append(_drift_warning(index, first, last))
+    top_field_first = _deinterlacing(info, request.deinterlace, warnings)
+    if _has_alpha(index.pix_fmt):
+        warnings.append(f"the input has an alpha channel ({index.pix_fmt}): the output "
+                        "keeps the colour only (the model upscales colour; no alpha is "
+                        "written)")
     rgb = info.format_name.startswith("RGB")
     signal = output_signal(info.props, info.width, info.height, rgb)
     depth = info.bits
@@ -141,7 +154,8 @@ def plan_job(request: JobRequest) -> Job:
     untagged = not rgb and info.props.get("_Matrix", 2) not in (1, 4, 5, 6, 7, 8, 9, 10, 14)
     script = render_script(source.resolve(), namespace, upscale, fmt, signal,
                            set_matrix=untagged, rgb_source=rgb,
-                           gray_source=info.format_name.startswith("GRAY"))
+                           gray_source=info.format_name.startswith("GRAY"),
+                           top_field_first=top_field_first)
     video = ["-c:v", encoder.codec, *encoder.extra]
     crf = request.crf if request.crf is not None else encoder.default_crf
     if crf is not None:
@@ -217,27 +231,44 @@ def _absolute_model(options: UpscaleOptions) -> UpscaleOptions:
     return replace(options, model=str(path.resolve()))
 
 
-def _drift_warning(index: VideoIndex, first: int, last: int) -> str:
-    """Variable frame rate: the y4m pipe carries no timestamps, so the output is
-    constant-rate; say how far frames move from their source times."""
-    fps = Fraction(*index.fps)
-    origin = index.seconds(first)
-    drift = max(abs(index.seconds(n) - origin - (n - first) / fps)
-                for n in range(first, last + 1))
-    return (f"the input has a variable frame rate: the output is constant {float(fps):.3f} "
-            f"fps, frames keep their order and count but move up to {float(drift) * 1000:.0f}"
-            " ms from their source times (the audio does not move). Convert to a constant "
-            "rate first (ffmpeg -fps_mode cfr -r RATE) to choose how frames are repeated")
+def _has_alpha(pix_fmt: str) -> bool:
+    import av
+
+    try:
+        return any(c.is_alpha for c in av.VideoFormat(pix_fmt).components)
+    except ValueError:
+        return False
 
 
-def _check_interlaced(info: SourceInfo) -> None:
+def _deinterlacing(info: SourceInfo, asked: bool, warnings: list[str]) -> bool | None:
+    """None: no deinterlacing; else whether the top field comes first. Raises JobError for
+    interlaced input without ``--deinterlace``, and for ``--deinterlace`` without bwdif."""
     field_based = info.props.get("_FieldBased", 0)
-    if field_based in (1, 2):
+    interlaced = field_based in (1, 2)
+    if not interlaced and not asked:
+        return None
+    have_bwdif = _has_bwdif()
+    if interlaced and not asked:
         order = "top field first" if field_based == 2 else "bottom field first"
-        raise JobError("the input is interlaced (" + order + "): upscaling it as it is "
-                       "would smear its fields together. Deinterlace it first, e.g. "
-                       "ffmpeg -i IN -vf bwdif=mode=send_frame -c:v ffv1 -c:a copy "
-                       "deinterlaced.mkv, then upscale that")
+        fix = "pass --deinterlace" if have_bwdif else \
+            "pip install vapoursynth-bwdif, then pass --deinterlace"
+        raise JobError(f"the input is interlaced ({order}): upscaling it as it is would smear "
+                       f"its fields together. {fix} (bwdif, same frame rate), or deinterlace "
+                       "it first, e.g. ffmpeg -i IN -vf bwdif=mode=send_frame -c:v ffv1 "
+                       "-c:a copy deinterlaced.mkv, then upscale that")
+    if not have_bwdif:
+        raise JobError("--deinterlace needs VapourSynth's bwdif plugin: pip install "
+                       "vapoursynth-bwdif (wheels for macOS, Linux and Windows)")
+    if not interlaced:
+        warnings.append("--deinterlace: the input is flagged progressive; deinterlacing it "
+                        "as top field first, as asked")
+    return field_based != 1
+
+
+def _has_bwdif() -> bool:
+    import vapoursynth as vs
+
+    return hasattr(vs.core, "bwdif")
 
 
 def find_vspipe() -> str:

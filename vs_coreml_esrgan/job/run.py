@@ -19,6 +19,8 @@ from pathlib import Path
 
 from .media import JobError, Stream, probe_media, stream_maps
 from .plan import Job
+from .relay import command as relay_command
+from .relay import environment as relay_environment
 
 Warn = Callable[[str], None]
 
@@ -91,8 +93,9 @@ class Companion:
 def encode_args(job: Job, offset: Fraction) -> list[str]:
     """The video's ffmpeg options, placing its first frame ``offset`` seconds in (when
     positive). The shift is made in a fine time base: ``-itsoffset`` on the pipe would be
-    rounded to whole frames (the y4m demuxer counts time in frames)."""
-    if offset <= 0:
+    rounded to whole frames (the y4m demuxer counts time in frames). A variable-rate video
+    is placed by :func:`pipe_input`."""
+    if offset <= 0 or job.variable_rate:
         return job.video_args
     fps = job.info.fps
     tick = Fraction(fps.denominator, fps.numerator * 1000)  # frames stay on exact ticks
@@ -139,8 +142,14 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial{path.suffix}")
 
 
-def pipe_input() -> list[str]:
-    return ["-f", "yuv4mpegpipe", "-i", "-"]
+def pipe_input(job: Job, delay: Fraction = Fraction(0)) -> list[str]:
+    """ffmpeg's input: y4m from vspipe, or NUT from the timestamp relay, placed ``delay``
+    seconds in (exact there: NUT carries the source's time base; a constant-rate video
+    is placed by :func:`encode_args`)."""
+    if not job.variable_rate:
+        return ["-f", "yuv4mpegpipe", "-i", "-"]
+    shift = ["-itsoffset", seconds(delay)] if delay > 0 else []
+    return [*shift, "-f", "nut", "-i", "-"]
 
 
 def vspipe_command(job: Job, script: str, first: int, last: int, index: str | None,
@@ -162,11 +171,18 @@ def describe(job: Job, script_path: str = "upscale.vpy") -> str:
     else:
         comp, cut = Companion(job.request.source, job.media.streams, job.video_start()), ""
     vspipe = vspipe_command(job, script_path, job.first, job.last, None, False)
-    ffmpeg = [job.ffmpeg, "-hide_banner", "-nostdin", *pipe_input(), *comp.input(),
+    ffmpeg = [job.ffmpeg, "-hide_banner", "-nostdin", *pipe_input(job, comp.video_offset),
+              *comp.input(),
               "-map", "0:v", *comp.maps(out), *encode_args(job, comp.video_offset),
               str(out)]
-    return (f"# {script_path}\n{job.script}\n# pipeline\n{cut}{shlex.join(vspipe)} \\\n  | "
-            f"{shlex.join(ffmpeg)}\n")
+    stages = [vspipe, ffmpeg]
+    note = ""
+    if job.variable_rate:
+        stages.insert(1, relay_command(job.request.source.resolve(), job.first, job.last))
+        note = ("# variable frame rate: the relay stamps each frame with its time in the "
+                "source\n")
+    return (f"# {script_path}\n{job.script}\n# pipeline\n{note}{cut}"
+            + " \\\n  | ".join(shlex.join(stage) for stage in stages) + "\n")
 
 
 class _Progress:
@@ -204,61 +220,83 @@ class _Progress:
 
 
 def pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str], bar,
-         cancelled: Callable[[], bool] | None = None, threads: int | None = None) -> int:
-    """Run ``vspipe -s first -e last | ffmpeg ... ffmpeg_tail``; returns frames written.
-    On failure or interruption both processes are stopped and JobError is raised (or the
-    interruption re-raised). ``cancelled``, asked about once a second, stops them too (a
-    cluster's task: a worker thread cannot be interrupted from outside)."""
+         delay: Fraction = Fraction(0), *, cancelled: Callable[[], bool] | None = None,
+         threads: int | None = None) -> int:
+    """Run ``vspipe -s first -e last | ffmpeg ... ffmpeg_tail`` (with the timestamp relay
+    between them for a variable-rate video, placed ``delay`` seconds in); returns
+    frames written. On failure or interruption every process is stopped and JobError is
+    raised (or the interruption re-raised). ``cancelled``, asked about once a second,
+    stops them too (a cluster's task: a worker thread cannot be interrupted from outside);
+    ``threads``: see :func:`vspipe_environment`."""
     index = script.with_name("index.json")
-    vspipe_cmd = vspipe_command(job, str(script), first, last, str(index), True)
-    ffmpeg_cmd = [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-                  *pipe_input(), *ffmpeg_tail]
-    vspipe = subprocess.Popen(vspipe_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=vspipe_environment(threads))
-    try:
-        ffmpeg = subprocess.Popen(ffmpeg_cmd, stdin=vspipe.stdout, stderr=subprocess.PIPE)
-    except BaseException:
-        vspipe.kill()
-        vspipe.wait()
-        raise
-    vspipe.stdout.close()  # ffmpeg holds the pipe now; vspipe sees it close if ffmpeg dies
+    stages = [("vspipe", vspipe_command(job, str(script), first, last, str(index), True),
+               vspipe_environment(threads))]
+    if job.variable_rate:
+        stages.append(("the timestamp relay", relay_command(index, first, last),
+                       relay_environment()))
+    stages.append(("ffmpeg", [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin",
+                              "-y", *pipe_input(job, delay), *ffmpeg_tail], None))
+    processes = _start_chain([(command, env) for _, command, env in stages])
     progress = _Progress(bar)
-    reader = threading.Thread(target=progress.pump, args=(vspipe.stderr,), daemon=True)
-    reader.start()
-    ffmpeg_errors: list[bytes] = []
-    ffmpeg_reader = threading.Thread(target=lambda: ffmpeg_errors.append(ffmpeg.stderr.read()),
-                                     daemon=True)
-    ffmpeg_reader.start()
+    readers = [threading.Thread(target=progress.pump, args=(processes[0].stderr,),
+                                daemon=True)]
+    errors: list[list[bytes]] = [[] for _ in processes]
+    for process, collected in zip(processes[1:], errors[1:], strict=True):
+        readers.append(threading.Thread(
+            target=lambda p=process, c=collected: c.append(p.stderr.read()), daemon=True))
+    for reader in readers:
+        reader.start()
     try:
-        ffmpeg_status = _wait(ffmpeg, cancelled)
-        vspipe_status = vspipe.wait()
+        statuses = _wait_all(processes, cancelled)
     except BaseException:
-        _stop(vspipe, ffmpeg)
+        _stop(*processes)
         raise
-    reader.join()
-    ffmpeg_reader.join()
-    # When one process fails the other usually fails as a consequence (a closed pipe, a
-    # truncated stream), so both messages are shown.
-    failures = []
-    if vspipe_status != 0:
-        detail = progress.text.decode(errors="replace").strip()
-        failures.append(f"vspipe failed (exit {vspipe_status}):\n{detail[-4000:]}")
-    if ffmpeg_status != 0:
-        detail = b"".join(ffmpeg_errors).decode(errors="replace").strip()
-        failures.append(f"ffmpeg failed (exit {ffmpeg_status}):\n{detail[-4000:]}")
+    for reader in readers:
+        reader.join()
+    # When one process fails the others usually fail as a consequence (a closed pipe, a
+    # truncated stream), so every message is shown.
+    errors[0] = [bytes(progress.text)]
+    failures = [f"{name} failed (exit {status}):\n"
+                f"{b''.join(text).decode(errors='replace').strip()[-4000:]}"
+                for (name, _, _), status, text in zip(stages, statuses, errors, strict=True)
+                if status != 0]
     if failures:
         raise JobError("\n".join(failures))
     return last - first + 1
 
 
-def _wait(process: subprocess.Popen, cancelled: Callable[[], bool] | None) -> int:
+def _wait_all(processes: list[subprocess.Popen], cancelled: Callable[[], bool] | None
+              ) -> list[int]:
+    """Each process's exit status, the last first (it ends when its input does); JobError
+    when ``cancelled`` says so meanwhile (the caller stops them)."""
     while cancelled is not None:
         try:
-            return process.wait(timeout=1)
+            processes[-1].wait(timeout=1)
+            break
         except subprocess.TimeoutExpired:
             if cancelled():
                 raise JobError("cancelled") from None
-    return process.wait()
+    return [process.wait() for process in reversed(processes)][::-1]
+
+
+def _start_chain(stages: list[tuple[list[str], dict[str, str] | None]]
+                 ) -> list[subprocess.Popen]:
+    """Start each command reading the previous one's output; the last writes nowhere.
+    Each one's stderr is a pipe. If one cannot start, those started are stopped."""
+    processes: list[subprocess.Popen] = []
+    try:
+        for position, (command, env) in enumerate(stages):
+            last = position == len(stages) - 1
+            processes.append(subprocess.Popen(
+                command, stdin=processes[-1].stdout if processes else None,
+                stdout=None if last else subprocess.PIPE, stderr=subprocess.PIPE, env=env))
+            if position:
+                # the next process holds the pipe now; its writer sees it close if it dies
+                processes[-2].stdout.close()
+    except BaseException:
+        _stop(*processes)
+        raise
+    return processes
 
 
 def _stop(*processes: subprocess.Popen) -> None:
@@ -313,7 +351,8 @@ def _run_straight(job: Job, script: Path, bar) -> int:
     tail = [*comp.input(), "-map", "0:v", *comp.maps(output),
             *encode_args(job, comp.video_offset), str(partial)]
     try:
-        frames = pipe(job, script, job.first, job.last, tail, bar)
+        frames = pipe(job, script, job.first, job.last, tail, bar,
+                      max(comp.video_offset, Fraction(0)))
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)

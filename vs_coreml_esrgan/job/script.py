@@ -93,10 +93,13 @@ def source_call(namespace: str, path: Path) -> str:
 
 def render_script(source: Path, namespace: str, options: UpscaleOptions,
                   output: OutputFormat, signal: Signal, *, set_matrix: bool,
-                  rgb_source: bool, gray_source: bool = False) -> str:
+                  rgb_source: bool, gray_source: bool = False,
+                  top_field_first: bool | None = None) -> str:
     """The ``.vpy`` text. It uses the ``coreml_esrgan`` namespace when VapourSynth has it
     and the Python API otherwise (development checkouts). ``set_matrix``: the source is
-    untagged, so the script tags it with the matrix ``signal`` names before upscaling."""
+    untagged, so the script tags it with the matrix ``signal`` names before upscaling.
+    ``top_field_first`` (not None): deinterlace first with bwdif at the same frame rate,
+    keeping the first field of each frame."""
     kwargs = {"model": options.model, "overlap": options.overlap, "backend": options.backend}
     if options.tile:
         kwargs["tile"] = list(options.tile)
@@ -109,6 +112,11 @@ def render_script(source: Path, namespace: str, options: UpscaleOptions,
                f"{'SD' if signal.matrix == 6 else 'HD'} convention\n")
     else:
         tag = ""
+    if top_field_first is not None:
+        field = 1 if top_field_first else 0
+        tag = (f"clip = core.bwdif.Bwdif(clip, field={field})  # deinterlaced, same rate, "
+               f"{'top' if field else 'bottom'} field kept\n"
+               "clip = core.std.SetFrameProps(clip, _FieldBased=0)\n") + tag
     if rgb_source and output.layout != "gray":
         convert = f', matrix_s="{signal.resize_matrix}", range_s="limited"'
     elif rgb_source:

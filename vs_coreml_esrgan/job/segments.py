@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from .media import JobError
@@ -108,7 +109,8 @@ def encode_range(job: Job, script: Path, first: int, last: int, target: Path, ba
     partial = partial_path(target)
     try:
         frames = pipe(job, script, first, last, ["-map", "0:v", *job.video_args,
-                                                 str(partial)], bar, cancelled, threads)
+                                                 str(partial)], bar, cancelled=cancelled,
+                      threads=threads)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
@@ -150,17 +152,25 @@ def join_segments(job: Job, all_segments: list[Segment], work: Path) -> None:
     shutil.rmtree(parts, ignore_errors=True)
 
 
-def concat_line(path: Path) -> str:
-    """One ``file`` line of ffmpeg's concat list; quotes in the path are escaped the way
-    the concat demuxer reads them (close, escaped quote, reopen)."""
+def concat_line(path: Path, length: Fraction | None = None) -> str:
+    """One ``file`` entry of ffmpeg's concat list (with its length in seconds, if given);
+    quotes in the path are escaped the way the concat demuxer reads them (close, escaped
+    quote, reopen)."""
     quoted = str(path.resolve()).replace("'", "'\\''")
-    return f"file '{quoted}'\n"
+    return f"file '{quoted}'\n" + ("" if length is None else
+                                    f"duration {seconds(length)}\n")
 
 
 def _join(job: Job, files: list[Path], parts: Path, comp: Companion) -> None:
     """Concatenate segments losslessly and add the source's other streams."""
     listing = parts / "segments.txt"
-    listing.write_text("".join(concat_line(f) for f in files))
+    ranges = segments(job.first, job.last, job.request.chunks)
+    # A variable-rate segment's length is not its frame count over a rate: each file's
+    # exact length places the next one (the concat demuxer's duration directive).
+    lengths = [job.index.seconds(last + 1) - job.index.seconds(first) if job.variable_rate
+               else None for first, last in ranges]
+    listing.write_text("".join(concat_line(f, length)
+                               for f, length in zip(files, lengths, strict=True)))
     output = job.request.output
     partial = partial_path(output)
     # The segments' 1 ms time base makes -itsoffset exact enough here.

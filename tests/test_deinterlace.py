@@ -1,0 +1,43 @@
+"""When the job deinterlaces, refuses, or warns (the decision before any work)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from vs_coreml_esrgan.job import plan
+from vs_coreml_esrgan.job.media import JobError
+
+
+def _decide(field_based: int, asked: bool, monkeypatch, bwdif: bool = True):
+    monkeypatch.setattr(plan, "_has_bwdif", lambda: bwdif)
+    warnings: list[str] = []
+    info = SimpleNamespace(props={"_FieldBased": field_based})
+    return plan._deinterlacing(info, asked, warnings), warnings
+
+
+def test_progressive_input_is_left_alone(monkeypatch):
+    assert _decide(0, False, monkeypatch) == (None, [])
+
+
+@pytest.mark.parametrize(("field_based", "top_first"), [(2, True), (1, False)])
+def test_the_first_field_is_kept(monkeypatch, field_based, top_first):
+    assert _decide(field_based, True, monkeypatch) == (top_first, [])
+
+
+def test_interlaced_without_the_option_names_it(monkeypatch):
+    with pytest.raises(JobError, match=r"bottom field first.*pass --deinterlace"):
+        _decide(1, False, monkeypatch)
+    with pytest.raises(JobError, match="pip install vapoursynth-bwdif, then pass"):
+        _decide(2, False, monkeypatch, bwdif=False)
+
+
+def test_the_option_without_bwdif_says_how_to_get_it(monkeypatch):
+    with pytest.raises(JobError, match="needs VapourSynth's bwdif plugin: pip install"):
+        _decide(2, True, monkeypatch, bwdif=False)
+
+
+def test_a_progressive_flag_is_overridden_with_a_warning(monkeypatch):
+    top_first, warnings = _decide(0, True, monkeypatch)
+    assert top_first is True and "flagged progressive" in warnings[0]
