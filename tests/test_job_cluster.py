@@ -204,6 +204,7 @@ def test_killed_worker_still_yields_the_same_output(model, inputs, straight, far
                     "client's own (Linux, root, unshare)")
 def test_input_a_worker_cannot_see_is_refused_naming_it(model, inputs, farm, tmp_path):
     address, client = farm
+    client.wait_for_workers(2, timeout=120)  # the worker killed above is back (a new one)
     hidden = tmp_path / "only here"
     hidden.mkdir()
     out = tmp_path / "out.mkv"

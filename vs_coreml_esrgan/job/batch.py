@@ -108,7 +108,7 @@ def batch_entries(inputs: Iterable[Path], outdir: Path, container: str = ".mkv"
     return entries
 
 
-def plan_entries(entries: list[Entry], template: JobRequest
+def plan_entries(entries: Iterable[Entry], template: JobRequest
                  ) -> tuple[list[Planned], list[Outcome]]:
     """Plan every file up front (all the checks a single job makes). Returns the jobs to
     run and the outcomes known already: outputs that exist (skipped unless

@@ -21,7 +21,13 @@ from pathlib import Path
 
 from ..catalogue import DEFAULT_MODEL
 from .batch import Outcome, Planned, Report, Warn, done, give_up_frames, kept_note
-from .cluster_worker import WorkerFacts, encode_segment, fingerprint, inspect_worker
+from .cluster_worker import (
+    FileCheck,
+    WorkerFacts,
+    encode_segment,
+    fingerprint,
+    inspect_worker,
+)
 from .cluster_worker import worker_label as _label
 from .media import JobError
 from .run import Interrupted
@@ -71,6 +77,7 @@ class Checked:
     """The workers that may run the tasks, the per-file refusals, and the summary's note."""
 
     workers: list[str]
+    files: dict[str, FileCheck]  # source path -> what the client saw
     refused: dict[str, str] = field(default_factory=dict)  # source path -> why
     note: str = ""
 
@@ -123,7 +130,7 @@ def check_workers(client, planned: list[Planned]) -> Checked:
             + ", ".join(f"{engine} ({count})" for engine, count in sorted(engines.items())))
     if len(engines) > 1:
         note += ": one backend, different devices; values may differ in the last bit"
-    return Checked(sorted(reports), refused, note)
+    return Checked(sorted(reports), files, refused, note)
 
 
 @dataclass
@@ -175,7 +182,7 @@ def _run(client, checked: Checked, planned: list[Planned], bar, warn: Warn,
         if bar is not None:
             bar.update(sum(s.frames for s in segments if s.done))
         files.append(_File(item, segments, missing, len(segments) - len(missing)))
-    pending = _submit(client, checked.workers, files, stop_event)
+    pending = _submit(client, checked, files, stop_event)
     finished_queue = as_completed(list(pending), loop=client.loop)
     ran_on: Counter[str] = Counter()
     try:
@@ -206,19 +213,19 @@ def _run(client, checked: Checked, planned: list[Planned], bar, warn: Warn,
                 f"{name} {count}" for name, count in sorted(ran_on.items())))
 
 
-def _submit(client, workers: list[str], files: list[_File], stop_event: str) -> dict:
+def _submit(client, checked: Checked, files: list[_File], stop_event: str) -> dict:
     """One task per missing segment, earlier files first (Dask runs higher priorities
     first), pinned to the checked workers."""
     pending = {}
     for position, file in enumerate(files):
         job = file.item.job
-        source = fingerprint(Path(job.index.path))
+        source = checked.files[job.index.path]
         for segment in file.segments:
             if segment.number in file.missing:
                 future = client.submit(
                     encode_segment, job, segment.first, segment.last, source, stop_event,
                     key=f"segment-{segment.number:05d}-{uuid.uuid4().hex}", pure=False,
-                    workers=workers, allow_other_workers=False, retries=1,
+                    workers=checked.workers, allow_other_workers=False, retries=1,
                     priority=len(files) - position)
                 pending[future] = (file, segment)
     return pending

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
+import platform
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -98,8 +98,8 @@ def inspect_worker(files: list[FileCheck], model: str, model_digest: str, backen
     if model_problem:
         problems.append(model_problem)
     file_problems = {check.path: p for check in files if (p := file_problem(check))}
-    return WorkerFacts(f"{sys.platform} {os.uname().machine}", __version__, backend_name,
-                       device, problems, file_problems)
+    return WorkerFacts(f"{platform.system()} {platform.machine()}", __version__,
+                       backend_name, device, problems, file_problems)
 
 
 def _engine(model: str, backend: str) -> tuple[str, str]:
