@@ -58,3 +58,10 @@ def test_nothing_of_dask_is_imported_without_a_cluster():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_cluster_address_checked_before_any_work(tmp_path):
+    result = job(tmp_path / "missing.mkv", "-o", tmp_path, "--cluster", "studio.local")
+    assert result.returncode == 1
+    assert "--cluster takes the scheduler's address as `dask scheduler` prints it, " \
+        "tcp://HOST:PORT" in result.stderr and "got 'studio.local'" in result.stderr

@@ -170,7 +170,7 @@ def _kill_tree(pid: int) -> None:
                     "in /proc")
 def test_killed_worker_still_yields_the_same_output(model, inputs, straight, farm,
                                                    tmp_path):
-    from vs_coreml_esrgan.job.cluster import run_on_cluster
+    from vs_coreml_esrgan.job.cluster import connect, run_on_cluster
 
     address, client = farm
     pids = client.run(os.getpid)
@@ -179,7 +179,8 @@ def test_killed_worker_still_yields_the_same_output(model, inputs, straight, far
                                   _request(model, chunks=2))
     assert not known
     report = Report()
-    run = threading.Thread(target=run_on_cluster, args=(address, planned, None,
+    job_client = connect(address)
+    run = threading.Thread(target=run_on_cluster, args=(job_client, planned, None,
                                                         lambda m: None, report))
     run.start()
     deadline = time.monotonic() + 120
@@ -190,6 +191,7 @@ def test_killed_worker_still_yields_the_same_output(model, inputs, straight, far
     assert victim is not None, "no worker started a segment"
     _kill_tree(pids[victim])
     run.join(timeout=300)
+    job_client.close()
     assert not run.is_alive()
     assert [o.status for o in report.outcomes] == ["done"], report.outcomes
     survivor = next(a for a in pids if a != victim)

@@ -20,8 +20,8 @@ def add_upscale_parser(commands, tile_type) -> None:
     job.add_argument("paths", nargs="+", metavar="IN",
                      help="IN OUT: one file (.mkv, .mp4, .mov, .m4v or .webm, never "
                      "overwritten without --force); with -o: input files and directories")
-    job.add_argument("-o", "--output-dir", metavar="OUTDIR", help="batch: write OUTDIR/NAME.mkv for each input "
-                     "(existing outputs are skipped)")
+    job.add_argument("-o", "--output-dir", metavar="OUTDIR", help="batch: write "
+                     "OUTDIR/NAME.mkv for each input (existing outputs are skipped)")
     job.add_argument("--container", choices=("mkv", "mp4", "mov", "m4v", "webm"),
                      default="mkv", help="batch: the outputs' container (default mkv)")
     job.add_argument("--cluster", metavar="tcp://HOST:PORT", help="run the segments on a "
@@ -99,15 +99,15 @@ def _single(args: argparse.Namespace, cluster: str | None) -> int:
     kept = " (finished segments are kept: rerun the same command to resume)" \
         if (args.chunks or 1) > 1 or cluster else ""
     try:
-        with stop_on_signals():
+        with stop_on_signals(), _connected(None if args.print else cluster) as client:
             job = plan_job(_request(args, source, output))
             if args.print:
                 print(describe(job), end="")
                 return 0
-            if cluster is None:
+            if client is None:
                 processed, reused = run_job(job, warn=_warn)
             else:
-                processed, reused = _single_on_cluster(args, cluster, job)
+                processed, reused = _single_on_cluster(args, client, job)
     except JobError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
@@ -123,7 +123,19 @@ def _single(args: argparse.Namespace, cluster: str | None) -> int:
     return 0
 
 
-def _single_on_cluster(args: argparse.Namespace, cluster: str, job) -> tuple[int, int]:
+def _connected(cluster: str | None):
+    """The cluster's client (connected before planning: a wrong address costs nothing),
+    or None without a cluster; closed at the end."""
+    import contextlib
+
+    if cluster is None:
+        return contextlib.nullcontext()
+    from .job.cluster import connect
+
+    return contextlib.closing(connect(cluster))
+
+
+def _single_on_cluster(args: argparse.Namespace, client, job) -> tuple[int, int]:
     from .job.batch import Entry, Planned, Report, progress_bar
     from .job.cluster import run_on_cluster
     from .job.media import JobError
@@ -133,7 +145,7 @@ def _single_on_cluster(args: argparse.Namespace, cluster: str, job) -> tuple[int
         _warn(message)
     report = Report()
     with progress_bar(job.frames) as bar:
-        run_on_cluster(cluster, [item], bar, _warn, report)
+        run_on_cluster(client, [item], bar, _warn, report)
     for note in report.notes:
         print(note, file=sys.stderr)
     outcome = report.outcomes[0]
@@ -163,7 +175,7 @@ def _batch(args: argparse.Namespace, cluster: str | None) -> int:
     entries: list[batch.Entry] = []
     report = batch.Report()
     try:
-        with stop_on_signals():
+        with stop_on_signals(), _connected(None if args.print else cluster) as client:
             entries = batch.batch_entries([Path(p) for p in args.paths],
                                           Path(args.output_dir), f".{args.container}")
             planned, known = batch.plan_entries(_checking(entries),
@@ -176,10 +188,10 @@ def _batch(args: argparse.Namespace, cluster: str | None) -> int:
                 print(batch.summary(known), end="", file=sys.stderr)
                 return 1 if batch.failed(known) else 0
             with batch.progress_bar(sum(p.job.frames for p in planned)) as bar:
-                if cluster is None:
+                if client is None:
                     batch.run_local(planned, bar, _warn, report)
                 else:
-                    _on_cluster(args, cluster, planned, bar, report)
+                    _on_cluster(args, client, planned, bar, report)
     except JobError as exc:  # before any file ran: the command line or the cluster
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
@@ -202,14 +214,14 @@ def _checking(entries):
     return tqdm(entries, desc="checking", unit="file", disable=None, leave=False)
 
 
-def _on_cluster(args: argparse.Namespace, cluster: str, planned, bar, report) -> None:
+def _on_cluster(args: argparse.Namespace, client, planned, bar, report) -> None:
     from .job.cluster import run_on_cluster
 
     planned = [_cluster_chunks(args, item) for item in planned]
     for item in planned:
         for message in item.job.warnings:
             _warn(f"{item.entry.source.name}: {message}")
-    run_on_cluster(cluster, planned, bar, _warn, report)
+    run_on_cluster(client, planned, bar, _warn, report)
 
 
 def _report(entries, report) -> None:

@@ -12,6 +12,7 @@ tasks watch (they stop vspipe and ffmpeg), cancels them, and keeps finished segm
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 import uuid
@@ -38,8 +39,16 @@ WORKER_WAIT_SECONDS = 10
 POLL_SECONDS = 2
 
 
+_ADDRESS = re.compile(r"(?:[a-z]+://)?(?:\[[0-9a-fA-F:.]+\]|[\w.-]+):\d{1,5}")
+
+
 def connect(address: str):
-    """A Dask client of the scheduler at ``address``, with at least one worker."""
+    """A Dask client of the scheduler at ``address`` (``tcp://HOST:PORT``), with at least
+    one worker. Raises JobError. Meant to be called before planning a long batch, so a
+    mistyped address costs nothing."""
+    if not _ADDRESS.fullmatch(address):
+        raise JobError(f"--cluster takes the scheduler's address as `dask scheduler` prints "
+                       f"it, tcp://HOST:PORT (e.g. tcp://192.168.1.20:8786); got {address!r}")
     try:
         from distributed import Client
     except ImportError:
@@ -102,10 +111,14 @@ def check_workers(client, planned: list[Planned]) -> Checked:
     namespaces = sorted({item.job.info.namespace for item in planned})
     reports: dict[str, WorkerFacts] = client.run(
         inspect_worker, list(files.values()), model, first.model_digest,
-        first.request.upscale.backend, namespaces)
+        first.request.upscale.backend, namespaces, on_error="return")
     names = _worker_names(client)
     label = {address: names.get(address, address) for address in reports}
     for address, facts in sorted(reports.items()):
+        if isinstance(facts, BaseException):  # e.g. vs-coreml-esrgan not installed there
+            raise JobError(f"worker {label[address]} could not run the check "
+                           f"({type(facts).__name__}: {facts}); install "
+                           "'vs-coreml-esrgan[cluster]' there, the same version as here")
         if facts.problems:
             raise JobError(f"worker {label[address]}: " + "; ".join(facts.problems))
         if facts.version != __version__:
@@ -145,21 +158,18 @@ class _File:
     outcome: Outcome | None = None
 
 
-def run_on_cluster(address: str, planned: list[Planned], bar, warn: Warn, report: Report
+def run_on_cluster(client, planned: list[Planned], bar, warn: Warn, report: Report
                    ) -> None:
-    """Run the jobs' missing segments on the cluster at ``address``, join each file here,
-    and add an outcome per file (and the workers' note) to ``report``. Raises JobError
-    before any work for what stops every file; Ctrl-C and stop signals cancel the tasks
-    (the files are recorded as interrupted) and are re-raised."""
+    """Run the jobs' missing segments on the cluster of ``client`` (see :func:`connect`),
+    join each file here, and add an outcome per file (and the workers' notes) to
+    ``report``. Raises JobError before any work for what stops every file; Ctrl-C and
+    stop signals cancel the tasks (the files are recorded as interrupted) and are
+    re-raised."""
     if not planned:
         return
-    client = connect(address)
-    try:
-        checked = check_workers(client, planned)
-        report.notes.append(checked.note)
-        _run(client, checked, planned, bar, warn, report)
-    finally:
-        client.close()
+    checked = check_workers(client, planned)
+    report.notes.append(checked.note)
+    _run(client, checked, planned, bar, warn, report)
 
 
 def _run(client, checked: Checked, planned: list[Planned], bar, warn: Warn,
