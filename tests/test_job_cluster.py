@@ -170,7 +170,7 @@ def _kill_tree(pid: int) -> None:
                     "in /proc")
 def test_killed_worker_still_yields_the_same_output(model, inputs, straight, farm,
                                                    tmp_path):
-    from vs_coreml_esrgan.job.cluster import connect, run_on_cluster
+    from vs_coreml_esrgan.job.cluster import check_inputs, connect, run_on_cluster
 
     address, client = farm
     pids = client.run(os.getpid)
@@ -180,7 +180,8 @@ def test_killed_worker_still_yields_the_same_output(model, inputs, straight, far
     assert not known
     report = Report()
     job_client = connect(address)
-    run = threading.Thread(target=run_on_cluster, args=(job_client, planned, None,
+    workers = check_inputs(job_client, [inputs / "good.mkv"])
+    run = threading.Thread(target=run_on_cluster, args=(job_client, workers, planned, None,
                                                         lambda m: None, report))
     run.start()
     deadline = time.monotonic() + 120

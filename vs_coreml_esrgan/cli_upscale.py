@@ -100,6 +100,9 @@ def _single(args: argparse.Namespace, cluster: str | None) -> int:
         if (args.chunks or 1) > 1 or cluster else ""
     try:
         with stop_on_signals(), _connected(None if args.print else cluster) as client:
+            workers = _visible(client, [source])
+            if workers is not None and workers.refusal(source):
+                raise JobError(workers.refusal(source))
             job = plan_job(_request(args, source, output))
             if args.print:
                 print(describe(job), end="")
@@ -107,7 +110,7 @@ def _single(args: argparse.Namespace, cluster: str | None) -> int:
             if client is None:
                 processed, reused = run_job(job, warn=_warn)
             else:
-                processed, reused = _single_on_cluster(args, client, job)
+                processed, reused = _single_on_cluster(args, client, workers, job)
     except JobError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
@@ -135,7 +138,17 @@ def _connected(cluster: str | None):
     return contextlib.closing(connect(cluster))
 
 
-def _single_on_cluster(args: argparse.Namespace, client, job) -> tuple[int, int]:
+def _visible(client, sources: list[Path]):
+    """With a cluster: every worker asked which inputs it can use (before planning, so a
+    file no worker can read is not indexed first); None without one."""
+    if client is None:
+        return None
+    from .job.cluster import check_inputs
+
+    return check_inputs(client, sources)
+
+
+def _single_on_cluster(args: argparse.Namespace, client, workers, job) -> tuple[int, int]:
     from .job.batch import Entry, Planned, Report, progress_bar
     from .job.cluster import run_on_cluster
     from .job.media import JobError
@@ -145,7 +158,7 @@ def _single_on_cluster(args: argparse.Namespace, client, job) -> tuple[int, int]
         _warn(message)
     report = Report()
     with progress_bar(job.frames) as bar:
-        run_on_cluster(client, [item], bar, _warn, report)
+        run_on_cluster(client, workers, [item], bar, _warn, report)
     for note in report.notes:
         print(note, file=sys.stderr)
     outcome = report.outcomes[0]
@@ -178,8 +191,15 @@ def _batch(args: argparse.Namespace, cluster: str | None) -> int:
         with stop_on_signals(), _connected(None if args.print else cluster) as client:
             entries = batch.batch_entries([Path(p) for p in args.paths],
                                           Path(args.output_dir), f".{args.container}")
-            planned, known = batch.plan_entries(_checking(entries),
-                                                _request(args, Path(), Path()))
+            workers = _visible(client, [e.source for e in entries
+                                        if args.force or not e.output.exists()])
+            refused = [batch.Outcome(e, "failed", why) for e in entries
+                       if workers is not None and (why := workers.refusal(e.source))
+                       and (args.force or not e.output.exists())]
+            report.outcomes += refused
+            planned, known = batch.plan_entries(
+                _checking([e for e in entries if e not in {o.entry for o in refused}]),
+                _request(args, Path(), Path()))
             report.outcomes += known
             if args.print:
                 for item in planned:
@@ -191,7 +211,7 @@ def _batch(args: argparse.Namespace, cluster: str | None) -> int:
                 if client is None:
                     batch.run_local(planned, bar, _warn, report)
                 else:
-                    _on_cluster(args, client, planned, bar, report)
+                    _on_cluster(args, client, workers, planned, bar, report)
     except JobError as exc:  # before any file ran: the command line or the cluster
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
@@ -214,14 +234,14 @@ def _checking(entries):
     return tqdm(entries, desc="checking", unit="file", disable=None, leave=False)
 
 
-def _on_cluster(args: argparse.Namespace, client, planned, bar, report) -> None:
+def _on_cluster(args: argparse.Namespace, client, workers, planned, bar, report) -> None:
     from .job.cluster import run_on_cluster
 
     planned = [_cluster_chunks(args, item) for item in planned]
     for item in planned:
         for message in item.job.warnings:
             _warn(f"{item.entry.source.name}: {message}")
-    run_on_cluster(client, planned, bar, _warn, report)
+    run_on_cluster(client, workers, planned, bar, _warn, report)
 
 
 def _report(entries, report) -> None:

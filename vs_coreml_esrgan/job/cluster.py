@@ -24,10 +24,10 @@ from ..catalogue import DEFAULT_MODEL
 from .batch import Outcome, Planned, Report, Warn, done, give_up_frames, kept_note
 from .cluster_worker import (
     FileCheck,
-    WorkerFacts,
     encode_segment,
     fingerprint,
-    inspect_worker,
+    inspect_engine,
+    inspect_inputs,
 )
 from .cluster_worker import worker_label as _label
 from .media import JobError
@@ -82,68 +82,87 @@ def _takes_count(client) -> bool:
 
 
 @dataclass
-class Checked:
-    """The workers that may run the tasks, the per-file refusals, and the summary's note."""
+class Workers:
+    """The workers checked before planning (the only ones that take tasks), how messages
+    name them, the inputs as the client saw them, and the inputs some worker cannot use."""
 
-    workers: list[str]
-    files: dict[str, FileCheck]  # source path -> what the client saw
-    refused: dict[str, str] = field(default_factory=dict)  # source path -> why
-    note: str = ""
+    addresses: list[str]
+    labels: dict[str, str]
+    files: dict[str, FileCheck] = field(default_factory=dict)  # resolved path -> facts
+    refused: dict[str, str] = field(default_factory=dict)  # resolved path -> why
+
+    def refusal(self, source: Path) -> str | None:
+        return self.refused.get(str(source.resolve()))
 
 
-def check_workers(client, planned: list[Planned]) -> Checked:
-    """Ask every worker whether it can run these jobs (``inspect_worker``). Raises
-    JobError for what stops every file: a worker without vspipe, ffmpeg, the source
-    filter or the model, another vs-coreml-esrgan version, or workers whose backends
-    differ (their frames would differ). A file some worker cannot read is refused alone,
-    naming the worker."""
+def check_inputs(client, sources: list[Path]) -> Workers:
+    """Ask every worker, before anything is planned, whether it sees each input at the
+    same path with the same content and can run vspipe and ffmpeg. Raises JobError for
+    what stops every file (a tool missing, another vs-coreml-esrgan version, a worker
+    that cannot run the check); an input some worker cannot use is refused alone, naming
+    the worker. Inputs this machine cannot read are left to planning to report."""
     from .. import __version__
 
-    first = planned[0].job
-    model = first.request.upscale.model or DEFAULT_MODEL
     files = {}
-    for item in planned:
-        path = Path(item.job.index.path)
+    for source in sources:
+        path = source.resolve()
         try:
             files[str(path)] = fingerprint(path)
-        except OSError as exc:
-            raise JobError(f"cannot read {path} here ({exc.strerror or exc})") from None
-    namespaces = sorted({item.job.info.namespace for item in planned})
-    reports: dict[str, WorkerFacts] = client.run(
-        inspect_worker, list(files.values()), model, first.model_digest,
-        first.request.upscale.backend, namespaces, on_error="return")
+        except OSError:
+            continue
+    reports = client.run(inspect_inputs, list(files.values()), on_error="return")
     names = _worker_names(client)
-    label = {address: names.get(address, address) for address in reports}
+    labels = {address: names.get(address, address) for address in reports}
     for address, facts in sorted(reports.items()):
         if isinstance(facts, BaseException):  # e.g. vs-coreml-esrgan not installed there
-            raise JobError(f"worker {label[address]} could not run the check "
+            raise JobError(f"worker {labels[address]} could not run the check "
                            f"({type(facts).__name__}: {facts}); install "
                            "'vs-coreml-esrgan[cluster]' there, the same version as here")
         if facts.problems:
-            raise JobError(f"worker {label[address]}: " + "; ".join(facts.problems))
+            raise JobError(f"worker {labels[address]}: " + "; ".join(facts.problems))
         if facts.version != __version__:
-            raise JobError(f"worker {label[address]} runs vs-coreml-esrgan {facts.version}, "
-                           f"this machine {__version__}: install the same version everywhere"
-                           " (another version may compute other frames)")
-    backends = {facts.backend for facts in reports.values()}
-    if len(backends) > 1:
-        listing = ", ".join(f"{label[a]}: {f.engine}" for a, f in sorted(reports.items()))
-        raise JobError(f"the workers would compute with different backends ({listing}): "
-                       "segments would differ where they meet. Use one kind of worker, or "
-                       "pass --backend torch (it runs everywhere)")
+            raise JobError(f"worker {labels[address]} runs vs-coreml-esrgan {facts.version}"
+                           f", this machine {__version__}: install the same version "
+                           "everywhere (another version may compute other frames)")
     refused = {}
     for path in files:
-        blind = [f"worker {label[a]} {f.files[path]}" for a, f in sorted(reports.items())
+        blind = [f"worker {labels[a]} {f.files[path]}" for a, f in sorted(reports.items())
                  if path in f.files]
         if blind:
             refused[path] = ("; ".join(blind) + ": every worker must see the input at the "
                              "same path (mount the share there on each machine)")
+    return Workers(sorted(reports), labels, files, refused)
+
+
+def check_engines(client, workers: Workers, planned: list[Planned]) -> str:
+    """Ask the checked workers, once the jobs are planned, for the model, the source
+    filters and their backend. Raises JobError when one lacks something or when their
+    backends differ (their frames would differ where segments meet). Returns the
+    summary's note on what computes."""
+    first = planned[0].job
+    model = first.request.upscale.model or DEFAULT_MODEL
+    namespaces = sorted({item.job.info.namespace for item in planned})
+    reports = client.run(inspect_engine, model, first.model_digest,
+                         first.request.upscale.backend, namespaces,
+                         workers=workers.addresses, on_error="return")
+    label = workers.labels
+    for address, facts in sorted(reports.items()):
+        if isinstance(facts, BaseException):
+            raise JobError(f"worker {label.get(address, address)} could not run the check "
+                           f"({type(facts).__name__}: {facts})")
+        if facts.problems:
+            raise JobError(f"worker {label[address]}: " + "; ".join(facts.problems))
+    if len({facts.backend for facts in reports.values()}) > 1:
+        listing = ", ".join(f"{label[a]}: {f.engine}" for a, f in sorted(reports.items()))
+        raise JobError(f"the workers would compute with different backends ({listing}): "
+                       "segments would differ where they meet. Use one kind of worker, or "
+                       "pass --backend torch (it runs everywhere)")
     engines = Counter(f.engine for f in reports.values())
     note = (f"cluster: {len(reports)} workers checked, computing with "
             + ", ".join(f"{engine} ({count})" for engine, count in sorted(engines.items())))
     if len(engines) > 1:
         note += ": one backend, different devices; values may differ in the last bit"
-    return Checked(sorted(reports), files, refused, note)
+    return note
 
 
 @dataclass
@@ -158,31 +177,27 @@ class _File:
     outcome: Outcome | None = None
 
 
-def run_on_cluster(client, planned: list[Planned], bar, warn: Warn, report: Report
-                   ) -> None:
-    """Run the jobs' missing segments on the cluster of ``client`` (see :func:`connect`),
-    join each file here, and add an outcome per file (and the workers' notes) to
-    ``report``. Raises JobError before any work for what stops every file; Ctrl-C and
-    stop signals cancel the tasks (the files are recorded as interrupted) and are
-    re-raised."""
+def run_on_cluster(client, workers: Workers, planned: list[Planned], bar, warn: Warn,
+                   report: Report) -> None:
+    """Run the jobs' missing segments on ``workers`` (see :func:`connect` and
+    :func:`check_inputs`; inputs they refused are not in ``planned``), join each file
+    here, and add an outcome per file (and the notes) to ``report``. Raises JobError
+    before any work for what stops every file; Ctrl-C and stop signals cancel the tasks
+    (the files are recorded as interrupted) and are re-raised."""
     if not planned:
         return
-    checked = check_workers(client, planned)
-    report.notes.append(checked.note)
-    _run(client, checked, planned, bar, warn, report)
+    report.notes.append(check_engines(client, workers, planned))
+    _run(client, workers, planned, bar, warn, report)
 
 
-def _run(client, checked: Checked, planned: list[Planned], bar, warn: Warn,
+def _run(client, workers: Workers, planned: list[Planned], bar, warn: Warn,
          report: Report) -> None:
     from distributed import Event, as_completed
 
     stop_event = f"vs-coreml-esrgan-stop-{uuid.uuid4().hex}"
     files: list[_File] = []
     for item in planned:
-        refusal = checked.refused.get(item.job.index.path)
         try:
-            if refusal:
-                raise JobError(refusal)
             segments = open_parts(item.job)
         except JobError as exc:
             give_up_frames(bar, item.job.frames)
@@ -192,7 +207,7 @@ def _run(client, checked: Checked, planned: list[Planned], bar, warn: Warn,
         if bar is not None:
             bar.update(sum(s.frames for s in segments if s.done))
         files.append(_File(item, segments, missing, len(segments) - len(missing)))
-    pending = _submit(client, checked, files, stop_event)
+    pending = _submit(client, workers, files, stop_event)
     finished_queue = as_completed(list(pending), loop=client.loop)
     ran_on: Counter[str] = Counter()
     try:
@@ -200,9 +215,9 @@ def _run(client, checked: Checked, planned: list[Planned], bar, warn: Warn,
             if not file.missing:
                 _finish(file, warn)
         while pending:
-            finished = _next_finished(client, finished_queue, pending, checked.workers)
+            finished = _next_finished(client, finished_queue, pending, workers.addresses)
             if finished is None:
-                _lose_all(client, pending, files, bar, len(checked.workers))
+                _lose_all(client, pending, files, bar, len(workers.addresses))
                 break
             for future in finished:
                 file, segment = pending.pop(future)
@@ -223,19 +238,19 @@ def _run(client, checked: Checked, planned: list[Planned], bar, warn: Warn,
                 f"{name} {count}" for name, count in sorted(ran_on.items())))
 
 
-def _submit(client, checked: Checked, files: list[_File], stop_event: str) -> dict:
+def _submit(client, workers: Workers, files: list[_File], stop_event: str) -> dict:
     """One task per missing segment, earlier files first (Dask runs higher priorities
     first), pinned to the checked workers."""
     pending = {}
     for position, file in enumerate(files):
         job = file.item.job
-        source = checked.files[job.index.path]
+        source = workers.files.get(job.index.path) or fingerprint(Path(job.index.path))
         for segment in file.segments:
             if segment.number in file.missing:
                 future = client.submit(
                     encode_segment, job, segment.first, segment.last, source, stop_event,
                     key=f"segment-{segment.number:05d}-{uuid.uuid4().hex}", pure=False,
-                    workers=checked.workers, allow_other_workers=False, retries=1,
+                    workers=workers.addresses, allow_other_workers=False, retries=1,
                     priority=len(files) - position)
                 pending[future] = (file, segment)
     return pending

@@ -59,47 +59,63 @@ def file_problem(expected: FileCheck) -> str | None:
 
 
 @dataclass(frozen=True)
-class WorkerFacts:
-    """What one worker would do with the job: its software, the backend and device its
-    frames would come from, and what stops it (per input file, or for everything)."""
+class InputFacts:
+    """What one worker says before the files are planned: its software, what stops it
+    from running any segment, and why it cannot use each input it cannot."""
 
     platform: str
     version: str
+    problems: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # path -> why it cannot be used
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """What one worker says once the jobs are planned: the backend and device its frames
+    would come from, and what stops it (the model, a source filter)."""
+
     backend: str  # "torch", "coreml" or "mil"
     device: str  # torch: cpu, cuda or mps; otherwise the backend's name
     problems: list[str] = field(default_factory=list)
-    files: dict[str, str] = field(default_factory=dict)  # path -> why it cannot be used
 
     @property
     def engine(self) -> str:
         return self.backend if self.device == self.backend else f"{self.backend} {self.device}"
 
 
-def inspect_worker(files: list[FileCheck], model: str, model_digest: str, backend: str,
-                   namespaces: list[str]) -> WorkerFacts:
-    """Run on each worker (``Client.run``) before any task: can it read every input and
-    the model (the same content as the client's), run vspipe, ffmpeg and the source
-    filters, and which backend would it use. Never raises: problems are reported."""
+def inspect_inputs(files: list[FileCheck]) -> InputFacts:
+    """Run on each worker (``Client.run``) before the client plans anything: can it read
+    every input (the same content as the client's) and run vspipe and ffmpeg. Cheap:
+    nothing heavy is imported. Never raises: problems are reported."""
     from .. import __version__
 
+    problems = []
+    for tool in (find_vspipe, find_ffmpeg):
+        try:
+            tool()
+        except JobError as exc:
+            problems.append(str(exc))
+    file_problems = {check.path: p for check in files if (p := file_problem(check))}
+    return InputFacts(f"{platform.system()} {platform.machine()}", __version__, problems,
+                      file_problems)
+
+
+def inspect_engine(model: str, model_digest: str, backend: str, namespaces: list[str]
+                   ) -> EngineFacts:
+    """Run on each worker once the jobs are planned: does it have the model (the same
+    weights as the client's) and the source filters, and which backend and device would
+    compute. Never raises: problems are reported."""
     problems: list[str] = []
     backend_name, device = "?", "?"
     try:
         backend_name, device = _engine(model, backend)
     except Exception as exc:  # reported, not raised: the client names this worker
         problems.append(f"cannot prepare backend {backend!r}: {exc}")
-    for tool in (find_vspipe, find_ffmpeg):
-        try:
-            tool()
-        except JobError as exc:
-            problems.append(str(exc))
     problems += [p for name in namespaces if (p := _namespace_problem(name))]
     model_problem = _model_problem(model, model_digest)
     if model_problem:
         problems.append(model_problem)
-    file_problems = {check.path: p for check in files if (p := file_problem(check))}
-    return WorkerFacts(f"{platform.system()} {platform.machine()}", __version__,
-                       backend_name, device, problems, file_problems)
+    return EngineFacts(backend_name, device, problems)
 
 
 def _engine(model: str, backend: str) -> tuple[str, str]:
