@@ -25,9 +25,11 @@ from vs_coreml_esrgan.backends.coreml_plan import placement, share_of_cost
 from vs_coreml_esrgan.backends.coreml_pyobjc import element_strides
 from vs_coreml_esrgan.backends.coreml_units import (
     Trial,
+    choice_path,
     choose,
     choose_compute_units,
     python_executable,
+    save_choice,
     trial_in_child,
 )
 from vs_coreml_esrgan.backends.mil_backend import create_mil_backend
@@ -297,6 +299,41 @@ def test_choice_is_saved_per_model_macos_and_chip(mac, package):
     assert calls32 == ["gpu", "all"]
 
 
+def test_a_choice_being_measured_elsewhere_is_waited_for(mac, package):
+    """Two processes starting on one model at once: the second waits for the first's
+    lock instead of running trials beside it, then takes the saved choice."""
+    import fcntl
+    import threading
+
+    made = package()
+    compiled, info = backend_module.compiled_model(made), read_package(made)
+    first_run, _ = _timings({"ane": 5.0, "gpu": 9.0, "all": 7.0})
+    path = choice_path(compiled, "pyobjc")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    waiting = threading.Event()
+    said: list[str] = []
+    result: list[str] = []
+    second_run, second_calls = _timings({"ane": 99.0, "gpu": 1.0, "all": 1.0})
+
+    def notify(line: str) -> None:
+        said.append(line)
+        if "another process is measuring" in line:
+            waiting.set()
+
+    with open(path.with_name(f".{path.name}.lock"), "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as another process measuring would
+        second = threading.Thread(target=lambda: result.append(choose_compute_units(
+            compiled, info, "pyobjc", notify=notify, run_trial=second_run)))
+        second.start()
+        assert waiting.wait(60)
+        assert result == [] and not path.exists()
+        save_choice(path, choose(first_run, ("ane", "gpu", "all")))  # the other's result
+        fcntl.flock(held, fcntl.LOCK_UN)
+    second.join(60)
+    assert result == ["ane"] and second_calls == []
+    assert "measured earlier" in said[-1]
+
+
 def _child_env(monkeypatch, **variables):
     root = Path(__file__).parent.parent
     monkeypatch.setenv("PYTHONPATH", f"{FAKES}:{root}")
@@ -464,12 +501,13 @@ def test_cache_clear_forgets_choices_and_keeps_foreign_files(mac, package):
                          run_trial=run)
     choices = Path(backend_module.cache_dir()) / "choices"
     (saved,) = choices.glob("*.json")
+    (lock,) = choices.glob(".*.lock")
     foreign = choices / "notes.json"
     foreign.write_text("mine")
-    assert saved in [path for path, _ in cache.entries()]
-    assert foreign not in [path for path, _ in cache.entries()]
-    assert cache.clear() == 2  # the compiled model and the choice
-    assert not saved.exists() and foreign.read_text() == "mine"
+    listed = [path for path, _ in cache.entries()]
+    assert saved in listed and lock not in listed and foreign not in listed
+    assert cache.clear() == 2  # the compiled model and the choice (and the choice's lock)
+    assert not saved.exists() and not lock.exists() and foreign.read_text() == "mine"
 
 
 def test_runtime_auto_falls_back_to_coremltools(mac, package, monkeypatch):
@@ -519,11 +557,11 @@ def test_accidental_choices_are_not_kept(mac, package):
     only_cpu, _ = _timings({"ane": "x", "gpu": "y", "all": "z", "cpu": 9.0})
     assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
                                 run_trial=only_cpu) == "cpu"
-    assert not (Path(backend_module.cache_dir()) / "choices").exists()
+    assert not list((Path(backend_module.cache_dir()) / "choices").glob("*.json"))
     fine, calls = _timings({"ane": 5.0, "gpu": 30.0, "all": 40.0})
     assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
                                 run_trial=fine) == "ane"
-    (saved,) = (Path(backend_module.cache_dir()) / "choices").iterdir()
+    (saved,) = (Path(backend_module.cache_dir()) / "choices").glob("*.json")
     saved.write_text(saved.read_text().replace('"units": "ane"', '"units": "npu"'))
     assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
                                 run_trial=fine) == "ane"  # a damaged file: measured again

@@ -10,11 +10,16 @@ from vs_coreml_esrgan.job import plan
 from vs_coreml_esrgan.job.media import JobError
 
 
-def _decide(field_based: int, asked: bool, monkeypatch, bwdif: bool = True):
+def _decide(field_based: int, asked: bool, monkeypatch, bwdif: bool = True,
+            interlaced_frames: int | None = None, bottom_first: bool = False):
     monkeypatch.setattr(plan, "_has_bwdif", lambda: bwdif)
     warnings: list[str] = []
     info = SimpleNamespace(props={"_FieldBased": field_based})
-    return plan._deinterlacing(info, asked, warnings), warnings
+    if interlaced_frames is None:
+        interlaced_frames = 10 if field_based else 0
+    index = SimpleNamespace(interlaced_frames=interlaced_frames, num_frames=10,
+                            bottom_field_first=bottom_first)
+    return plan._deinterlacing(info, index, asked, warnings), warnings
 
 
 def test_progressive_input_is_left_alone(monkeypatch):
@@ -41,3 +46,10 @@ def test_the_option_without_bwdif_says_how_to_get_it(monkeypatch):
 def test_a_progressive_flag_is_overridden_with_a_warning(monkeypatch):
     top_first, warnings = _decide(0, True, monkeypatch)
     assert top_first is True and "flagged progressive" in warnings[0]
+
+
+def test_a_stream_that_starts_progressive_is_still_interlaced(monkeypatch):
+    """Broadcast recordings: the first frames progressive, the rest interlaced."""
+    with pytest.raises(JobError, match=r"interlaced \(bottom field first; 4 of 10 frames\)"):
+        _decide(0, False, monkeypatch, interlaced_frames=4, bottom_first=True)
+    assert _decide(0, True, monkeypatch, interlaced_frames=4) == (True, [])

@@ -259,12 +259,28 @@ def _interlaced(directory: Path) -> Path:
     return source
 
 
-def test_interlaced_input_is_refused_before_work(model, tmp_path):
-    source = _interlaced(tmp_path)
+def _starts_progressive(directory: Path) -> Path:
+    """A recording whose first 10 frames are progressive and the rest interlaced."""
+    parts = []
+    for name, flags in (("p.ts", ()), ("i.ts", ("-flags", "+ilme+ildct", "-field_order",
+                                                "tt"))):
+        parts.append(directory / name)
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.4", "-vf",
+               "setfield=tff", "-c:v", "mpeg2video", "-q:v", "2", *flags, parts[-1])
+    source = directory / "recording.mkv"
+    ffmpeg("-i", f"concat:{parts[0]}|{parts[1]}", "-c", "copy", source)
+    return source
+
+
+@pytest.mark.parametrize(("make", "shown"), [
+    (_interlaced, "interlaced (top field first; 10 of 10 frames)"),
+    (_starts_progressive, "interlaced (top field first; 10 of 1")])  # 19 or 20 frames
+def test_interlaced_input_is_refused_before_work(model, tmp_path, make, shown):
+    source = make(tmp_path)
     result = job(source, tmp_path / "out.mkv", "--model", model)
     assert result.returncode == 1
-    assert "interlaced (top field first)" in result.stderr and "--deinterlace" in \
-        result.stderr and "bwdif" in result.stderr
+    assert shown in result.stderr and "--deinterlace" in result.stderr and "bwdif" in \
+        result.stderr
     assert "vspipe" not in result.stderr
     assert not (tmp_path / "out.mkv").exists()
 

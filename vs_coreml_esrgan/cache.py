@@ -57,12 +57,13 @@ def atomic_directory(target: Path) -> Iterator[Path]:
 # What this project puts in the cache (see coreml/cached.py, backends/coreml_backend.py and
 # backends/coreml_units.py): packages/<key>/ holding model.mlpackage and sha256,
 # compiled/<key>.mlmodelc, and while one is built a temporary .<name>.<random>/ beside it;
-# choices/<key>-<runtime>-<macOS>-<chip>.json files (written through .<name>.<pid>).
+# choices/<key>-<runtime>-<macOS>-<chip>.json files (written through .<name>.<pid>,
+# measured under the lock .<name>.lock).
 # Nothing else is ours to delete.
 _OURS = {
     "packages": re.compile(r"[0-9a-f]{32}|\.[0-9a-f]{32}\..+"),
     "compiled": re.compile(r"[0-9a-f]{32}\.mlmodelc|\.[0-9a-f]{32}\.mlmodelc\..+"),
-    "choices": re.compile(r"\.?[0-9a-f]{32}-[a-z]+-[A-Za-z0-9.-]+\.json(\.\d+)?"),
+    "choices": re.compile(r"\.?[0-9a-f]{32}-[a-z]+-[A-Za-z0-9.-]+\.json(\.\d+|\.lock)?"),
 }
 _FILE_GROUPS = {"choices"}
 _PACKAGE_FILES = {"model.mlpackage", "sha256"}

@@ -13,13 +13,15 @@ the macOS version and the chip, and reused from then on.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -123,22 +125,47 @@ def choose_compute_units(compiled: Path, info: PackageInfo, runtime: str, *,
     with ``run_trial`` (default: each setting in a child process) and saved. Reports the
     choice through ``notify``; raises BackendError when no setting runs."""
     path = choice_path(compiled, runtime)
-    saved = load_choice(path)
-    if saved is not None:
-        notify(saved.message() + " (measured earlier on this Mac; `vs-coreml-esrgan cache "
-               "--clear` measures again)")
-        return saved.units
-    notify("Core ML: measuring which compute units run this model fastest on this Mac "
-           "(once per model; a minute or two) ...")
-    choice = choose(run_trial or partial(trial_in_child, compiled, info, runtime),
-                    candidates(info))
-    if choice.provisional:
-        notify(choice.message() + " (not saved: a trial did not finish or only the CPU "
-               "ran; measured again next time)")
-    else:
-        save_choice(path, choice)
-        notify(choice.message())
-    return choice.units
+    with _measuring_alone(path, notify):
+        saved = load_choice(path)
+        if saved is not None:
+            notify(saved.message() + " (measured earlier on this Mac; `vs-coreml-esrgan "
+                   "cache --clear` measures again)")
+            return saved.units
+        notify("Core ML: measuring which compute units run this model fastest on this Mac "
+               "(once per model; a minute or two) ...")
+        choice = choose(run_trial or partial(trial_in_child, compiled, info, runtime),
+                        candidates(info))
+        if choice.provisional:
+            notify(choice.message() + " (not saved: a trial did not finish or only the CPU "
+                   "ran; measured again next time)")
+        else:
+            save_choice(path, choice)
+            notify(choice.message())
+        return choice.units
+
+
+@contextlib.contextmanager
+def _measuring_alone(path: Path, notify: Callable[[str], None]) -> Iterator[None]:
+    """Hold an exclusive lock for this choice while it is read or measured: trials running
+    at the same time (two encodes started together, several filters) would slow each other
+    and save a wrong choice; the one that waits then finds the saved result. The lock is
+    ``flock`` on a file beside the choice, released when the process ends, however it
+    ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            notify("Core ML: another process is measuring compute units for this model; "
+                   "waiting for its result ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some network mounts): go on alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def choice_path(compiled: Path, runtime: str) -> Path:

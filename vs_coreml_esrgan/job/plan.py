@@ -133,10 +133,13 @@ def plan_job(request: JobRequest) -> Job:
                        f"{info.num_frames - 1}")
     warnings = []
     if info.num_frames != index.num_frames:
-        warnings.append(f"the source filter {namespace} counts {info.num_frames} frames, "
-                        f"PyAV {index.num_frames}: timestamps may be off; try --source "
-                        "builtin")
-    top_field_first = _deinterlacing(info, request.deinterlace, warnings)
+        counts = (f"the source filter {namespace} counts {info.num_frames} frames, PyAV "
+                  f"{index.num_frames}")
+        if not index.constant_rate or first > 0 or last < info.num_frames - 1:
+            # frame times (variable rate) and cuts (ranges) are read from PyAV's index
+            raise JobError(f"{counts}, so frame times would be wrong; use --source builtin")
+        warnings.append(f"{counts}: timestamps may be off; try --source builtin")
+    top_field_first = _deinterlacing(info, index, request.deinterlace, warnings)
     if _has_alpha(index.pix_fmt):
         warnings.append(f"the input has an alpha channel ({index.pix_fmt}): the output "
                         "keeps the colour only (the model upscales colour; no alpha is "
@@ -240,10 +243,15 @@ def _has_alpha(pix_fmt: str) -> bool:
         return False
 
 
-def _deinterlacing(info: SourceInfo, asked: bool, warnings: list[str]) -> bool | None:
-    """None: no deinterlacing; else whether the top field comes first. Raises JobError for
-    interlaced input without ``--deinterlace``, and for ``--deinterlace`` without bwdif."""
+def _deinterlacing(info: SourceInfo, index: VideoIndex, asked: bool, warnings: list[str]
+                   ) -> bool | None:
+    """None: no deinterlacing; else whether the top field comes first. Interlaced means
+    the first frame says so (``_FieldBased``) or the decoder marked any frame interlaced
+    (streams that start progressive). Raises JobError for interlaced input without
+    ``--deinterlace``, and for ``--deinterlace`` without bwdif."""
     field_based = info.props.get("_FieldBased", 0)
+    if field_based not in (1, 2) and index.interlaced_frames:
+        field_based = 1 if index.bottom_field_first else 2
     interlaced = field_based in (1, 2)
     if not interlaced and not asked:
         return None
@@ -252,8 +260,9 @@ def _deinterlacing(info: SourceInfo, asked: bool, warnings: list[str]) -> bool |
         order = "top field first" if field_based == 2 else "bottom field first"
         fix = "pass --deinterlace" if have_bwdif else \
             "pip install vapoursynth-bwdif, then pass --deinterlace"
-        raise JobError(f"the input is interlaced ({order}): upscaling it as it is would smear "
-                       f"its fields together. {fix} (bwdif, same frame rate), or deinterlace "
+        raise JobError(f"the input is interlaced ({order}; {index.interlaced_frames} of "
+                       f"{index.num_frames} frames): upscaling it as it is would smear its "
+                       f"fields together. {fix} (bwdif, same frame rate), or deinterlace "
                        "it first, e.g. ffmpeg -i IN -vf bwdif=mode=send_frame -c:v ffv1 "
                        "-c:a copy deinterlaced.mkv, then upscale that")
     if not have_bwdif:

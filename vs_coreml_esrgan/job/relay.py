@@ -23,23 +23,22 @@ class RelayError(Exception):
     """The y4m stream does not hold the frames the relay was told to stamp."""
 
 
-def stamps(index: VideoIndex, first: int, last: int) -> tuple[list[int], list[int]]:
-    """Timestamps and durations of frames ``first``..``last`` (inclusive) in the index's
-    time base, the first frame at 0 (ffmpeg would move it there anyway)."""
-    shift = -index.pts[first]
-    ends = [*index.pts[first + 1:last + 2]]
-    if last == index.num_frames - 1:
-        ends.append(index.pts[last] + index.last_duration)
-    pts = [stamp + shift for stamp in index.pts[first:last + 1]]
-    durations = [end - start for start, end in zip(index.pts[first:last + 1], ends,
-                                                   strict=True)]
-    return pts, durations
+def stamps(index: VideoIndex, first: int, last: int) -> list[int]:
+    """Timestamps of frames ``first``..``last`` (inclusive) in the index's time base, the
+    first frame at 0 (ffmpeg would move it there anyway). Raises RelayError when the
+    index has no such frames."""
+    if not 0 <= first <= last < index.num_frames:
+        raise RelayError(f"frames {first}-{last} are not in the index's 0-"
+                         f"{index.num_frames - 1}")
+    return [stamp - index.pts[first] for stamp in index.pts[first:last + 1]]
 
 
-def relay(reader: BinaryIO, writer: BinaryIO, pts: list[int], durations: list[int],
-          time_base: Fraction) -> int:
+def relay(reader: BinaryIO, writer: BinaryIO, pts: list[int], time_base: Fraction,
+          rate: Fraction) -> int:
     """Copy the y4m frames from ``reader`` to ``writer`` as NUT, frame ``k`` stamped
-    ``pts[k]`` lasting ``durations[k]`` (``time_base`` units). Returns the frames relayed.
+    ``pts[k]`` (``time_base`` units); ``rate`` is the stream's nominal (average) frame
+    rate, what ffmpeg reports and gives the last frame (NUT keeps no packet durations).
+    Returns the frames relayed.
 
     Raises RelayError when the stream holds more frames than timestamps; fewer frames (the
     producer stopped) end the output early, as a plain pipe would, and are counted."""
@@ -48,7 +47,7 @@ def relay(reader: BinaryIO, writer: BinaryIO, pts: list[int], durations: list[in
     with av.open(reader, mode="r", format="yuv4mpegpipe") as source, \
             av.open(writer, mode="w", format="nut") as sink:
         frames = source.streams.video[0]
-        stream = sink.add_stream("rawvideo")
+        stream = sink.add_stream("rawvideo", rate=rate)
         context = frames.codec_context
         stream.width, stream.height, stream.pix_fmt = \
             context.width, context.height, context.pix_fmt
@@ -63,7 +62,6 @@ def relay(reader: BinaryIO, writer: BinaryIO, pts: list[int], durations: list[in
             packet.stream = stream
             packet.time_base = time_base
             packet.pts = packet.dts = pts[count]
-            packet.duration = durations[count]
             sink.mux(packet)
             count += 1
     return count
@@ -72,18 +70,10 @@ def relay(reader: BinaryIO, writer: BinaryIO, pts: list[int], durations: list[in
 def command(index_file: Path, first: int, last: int) -> list[str]:
     """The relay as a process for ``vspipe ... | relay | ffmpeg -f nut -i - ...``;
     ``index_file`` is a saved :class:`VideoIndex` or the video file itself (then indexed
-    first: one decoding pass)."""
-    return [sys.executable, "-m", "vs_coreml_esrgan.job.relay", str(index_file), str(first),
-            str(last)]
-
-
-def environment() -> dict[str, str]:
-    """The relay's environment: this package importable whatever the working directory."""
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root,
-                                                      env.get("PYTHONPATH")]))
-    return env
+    first: one decoding pass). ``-P``: the package comes from where this interpreter
+    finds it, never from a ``vs_coreml_esrgan`` folder in the working directory."""
+    return [sys.executable, "-P", "-m", "vs_coreml_esrgan.job.relay", str(index_file),
+            str(first), str(last)]
 
 
 def _index(path: Path) -> VideoIndex:
@@ -104,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"relay: {exc}", file=sys.stderr)
         return 1
     first, last = int(args[1]), int(args[2])
-    pts, durations = stamps(index, first, last)
     import av
 
     try:
-        count = relay(sys.stdin.buffer, sys.stdout.buffer, pts, durations,
-                      Fraction(*index.time_base))
+        pts = stamps(index, first, last)
+        count = relay(sys.stdin.buffer, sys.stdout.buffer, pts, Fraction(*index.time_base),
+                      Fraction(*index.fps))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole pipeline; the job reports it
         return 130
     except (BrokenPipeError, av.error.PyAVCallbackError):

@@ -20,7 +20,6 @@ from pathlib import Path
 from .media import JobError, Stream, probe_media, stream_maps
 from .plan import Job
 from .relay import command as relay_command
-from .relay import environment as relay_environment
 
 Warn = Callable[[str], None]
 
@@ -232,8 +231,7 @@ def pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str], 
     stages = [("vspipe", vspipe_command(job, str(script), first, last, str(index), True),
                vspipe_environment(threads))]
     if job.variable_rate:
-        stages.append(("the timestamp relay", relay_command(index, first, last),
-                       relay_environment()))
+        stages.append(("the timestamp relay", relay_command(index, first, last), None))
     stages.append(("ffmpeg", [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin",
                               "-y", *pipe_input(job, delay), *ffmpeg_tail], None))
     processes = _start_chain([(command, env) for _, command, env in stages])
@@ -295,6 +293,8 @@ def _start_chain(stages: list[tuple[list[str], dict[str, str] | None]]
                 processes[-2].stdout.close()
     except BaseException:
         _stop(*processes)
+        if processes and processes[-1].stdout is not None:
+            processes[-1].stdout.close()
         raise
     return processes
 

@@ -8,6 +8,7 @@ the middle of a group of pictures).
 
 from __future__ import annotations
 
+import bisect
 import json
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -40,6 +41,8 @@ class VideoIndex:
     pts: list[int]
     keyframes: list[int]
     last_duration: int  # of the last frame, in time_base units
+    interlaced_frames: int = 0  # frames the decoder marks interlaced
+    bottom_field_first: bool = False  # the stream's field order, for those frames
 
     @property
     def num_frames(self) -> int:
@@ -116,6 +119,8 @@ def build_index(path: Path) -> VideoIndex:
         pts: list[int] = []
         keyframes: list[int] = []
         first = None
+        latest = None  # the last timestamp taken
+        interlaced = 0
         try:
             for frame in container.decode(stream):
                 shape = (frame.width, frame.height, frame.format.name)
@@ -127,10 +132,13 @@ def build_index(path: Path) -> VideoIndex:
                         f"{shape[0]}x{shape[1]} {shape[2]} at frame {len(pts)}; a clip "
                         "has one size and format (re-encode it to one first)")
                 stamp = frame.pts
-                if stamp is None or (pts and stamp <= pts[-1]):
+                if stamp is None or (latest is not None and stamp <= latest):
                     stamp = None  # untimed or out of order: the decoder's order decides
+                else:
+                    latest = stamp
                 if frame.key_frame:
                     keyframes.append(len(pts))
+                interlaced += bool(frame.interlaced_frame)
                 pts.append(stamp if stamp is not None else -1)
         except av.FFmpegError as exc:
             if not pts:
@@ -147,20 +155,37 @@ def build_index(path: Path) -> VideoIndex:
             width=first[0], height=first[1], pix_fmt=first[2],
             time_base=(time_base.numerator, time_base.denominator),
             fps=(fps.numerator, fps.denominator), constant_rate=constant, pts=pts,
-            keyframes=keyframes if timed else [0], last_duration=last)
+            keyframes=keyframes if timed else [0], last_duration=last,
+            interlaced_frames=interlaced,
+            # AVFieldOrder 3 (BB) and 5 (BT) put the bottom field first
+            bottom_field_first=int(stream.codec_context.field_order) in (3, 5))
 
 
 def _fill_untimed(pts: list[int], rate: Fraction, time_base: Fraction
                   ) -> tuple[list[int], bool]:
-    """Timestamps for frames that had none, one nominal frame after the previous; the
-    bool says whether every frame had its own (only then can seeking find frames)."""
+    """Timestamps for frames that had none (marked -1): spaced evenly between the timed
+    frames around them, a nominal frame apart before the first and after the last; the
+    result always increases. The bool says whether every frame had its own (only then
+    can seeking find frames)."""
     step = max(1, round(1 / (rate * time_base)))
-    filled = []
-    for stamp in pts:
-        if stamp < 0:
-            stamp = filled[-1] + step if filled else 0
-        filled.append(stamp)
-    return filled, all(stamp >= 0 for stamp in pts)
+    known = [k for k, stamp in enumerate(pts) if stamp >= 0]
+    if not known:
+        return [k * step for k in range(len(pts))], not pts
+    filled = list(pts)
+    for k, stamp in enumerate(pts):
+        if stamp >= 0:
+            continue
+        after = bisect.bisect(known, k)
+        if after == 0:
+            filled[k] = pts[known[0]] - step * (known[0] - k)
+        elif after == len(known):
+            filled[k] = pts[known[-1]] + step * (k - known[-1])
+        else:
+            a, b = known[after - 1], known[after]
+            filled[k] = pts[a] + round((pts[b] - pts[a]) * (k - a) / (b - a))
+    for k in range(1, len(filled)):
+        filled[k] = max(filled[k], filled[k - 1] + 1)
+    return filled, len(known) == len(pts)
 
 
 def _frame_rate(pts: list[int], rates: list[Fraction], time_base: Fraction
