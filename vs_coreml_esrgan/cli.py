@@ -10,6 +10,7 @@ from pathlib import Path
 from .backends import BackendError
 from .backends.coreml_backend import RUNTIMES, UNIT_CHOICES
 from .backends.coreml_plan import COMPUTE_UNITS
+from .cli_upscale import add_upscale_parser
 from .network_spec import ModelError
 
 PROG = "vs-coreml-esrgan"
@@ -252,45 +253,6 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_upscale(args: argparse.Namespace) -> int:
-    from .job.media import JobError
-    from .job.plan import JobRequest, plan_job
-    from .job.run import Interrupted, describe, run_job, stop_on_signals
-    from .job.script import UpscaleOptions
-
-    request = JobRequest(
-        source=Path(args.input), output=Path(args.output),
-        upscale=UpscaleOptions(model=args.model, tile=args.tile, overlap=args.overlap,
-                               backend=args.backend, precision=args.precision),
-        encoder=args.encoder, crf=args.crf, preset=args.preset, bits=args.bit_depth,
-        start=args.start, end=args.end, chunks=args.chunks, force=args.force,
-        source_filter=args.source, deinterlace=args.deinterlace)
-    kept = " (finished segments are kept: rerun the same command to resume)" \
-        if args.chunks > 1 else ""
-    try:
-        with stop_on_signals():
-            job = plan_job(request)
-            if args.print:
-                print(describe(job), end="")
-                return 0
-            processed, reused = run_job(job, warn=lambda m: print(f"{PROG}: warning: {m}",
-                                                                  file=sys.stderr))
-    except JobError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; nothing was written to {args.output}{kept}",
-              file=sys.stderr)
-        return 130
-    except Interrupted as stop:
-        print(f"{PROG}: stopped by {stop}; nothing was written to {args.output}{kept}",
-              file=sys.stderr)
-        return 128 + stop.signum
-    print(f"{args.output}: {job.frames} frames ({processed} processed now"
-          + (f", {reused} segments reused" if reused else "") + ")")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Real-ESRGAN for VapourSynth: "
                                      "Core ML conversion and tools.")
@@ -324,40 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
                          default="ane")
     inspect.set_defaults(func=cmd_inspect)
 
-    job = commands.add_parser("upscale", help="upscale a video file, audio and subtitles "
-                              "kept (vspipe | ffmpeg)")
-    job.add_argument("input")
-    job.add_argument("output", help=".mkv, .mp4, .mov, .m4v or .webm (never overwritten "
-                     "without --force)")
-    job.add_argument("--model", help="model name or file (default realesr-animevideov3)")
-    job.add_argument("--tile", type=_tile, help="W or WxH (default: planned per frame size)")
-    job.add_argument("--overlap", type=int, help="context pixels per tile edge (default: "
-                     "from the model, see `inspect MODEL`)")
-    job.add_argument("--backend", choices=("auto", "torch", "coreml", "mil"), default="auto")
-    job.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"),
-                     help="default auto: fp16 with Core ML and GPUs; on the CPU bf16 where "
-                     "it computes bfloat16 natively (AVX512-BF16, AMX), else fp32")
-    job.add_argument("--encoder", choices=("x264", "x265", "av1", "vp9", "prores", "ffv1"),
-                     help="default x264 (.webm: vp9)")
-    job.add_argument("--crf", type=int, help="quality (x264 16, x265 18, av1 28, vp9 30 by "
-                     "default; prores and ffv1 have none)")
-    job.add_argument("--preset", help="encoder preset, e.g. slow")
-    job.add_argument("--bit-depth", type=int, choices=(8, 10, 12, 16),
-                     help="default: the source's where the encoder takes it (HDR: 10 at "
-                     "least; prores: 10)")
-    job.add_argument("--source", choices=("auto", "bs", "ffms2", "lsmas", "builtin"),
-                     default="auto", help="source filter: auto takes bestsource, ffms2 or "
-                     "lsmas when installed, else the built-in one (PyAV, no plugin)")
-    job.add_argument("--deinterlace", action="store_true", help="deinterlace with bwdif "
-                     "(pip install vapoursynth-bwdif) at the same frame rate before "
-                     "upscaling; interlaced input is refused without it")
-    job.add_argument("--start", type=int, help="first frame (default 0)")
-    job.add_argument("--end", type=int, help="last frame, inclusive (default: the last)")
-    job.add_argument("--chunks", type=int, default=1, help="encode in N resumable segments")
-    job.add_argument("--force", action="store_true", help="replace an existing output")
-    job.add_argument("--print", action="store_true", help="show the .vpy and the pipeline "
-                     "instead of running them")
-    job.set_defaults(func=cmd_upscale)
+    add_upscale_parser(commands, _tile)
 
     doctor = commands.add_parser("doctor", help="what this machine does with a model: "
                                  "versions, parity, compute plan, speed (markdown)")

@@ -115,6 +115,7 @@ def plan_job(request: JobRequest) -> Job:
     if request.upscale.overlap is not None and request.upscale.overlap < 0:
         raise JobError(f"--overlap must be 0 or more, got {request.upscale.overlap}")
     upscale = _absolute_model(request.upscale)
+    request = replace(request, upscale=upscale)  # what the script names (a cluster checks it)
     ffmpeg = find_ffmpeg()
     vspipe = find_vspipe()
     media = probe_media(source)

@@ -52,12 +52,16 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(number, old)
 
 
-def vspipe_environment() -> dict[str, str]:
+def vspipe_environment(threads: int | None = None) -> dict[str, str]:
     """The environment vspipe runs in: VSScript configures itself by running
-    ``vapoursynth config`` from PATH, so this Python's scripts directory comes first."""
+    ``vapoursynth config`` from PATH, so this Python's scripts directory comes first.
+    ``threads``: the compute threads its backend may use (a cluster worker's share of the
+    machine; Dask's nanny sets 1 for the processes it starts)."""
     env = dict(os.environ)
     scripts = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")])
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
 
 
@@ -215,14 +219,17 @@ class _Progress:
 
 
 def pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str], bar,
-         delay: Fraction = Fraction(0)) -> int:
+         delay: Fraction = Fraction(0), *, cancelled: Callable[[], bool] | None = None,
+         threads: int | None = None) -> int:
     """Run ``vspipe -s first -e last | ffmpeg ... ffmpeg_tail`` (with the timestamp relay
     between them for a variable-rate video, placed ``delay`` seconds in); returns
     frames written. On failure or interruption every process is stopped and JobError is
-    raised (or the interruption re-raised)."""
+    raised (or the interruption re-raised). ``cancelled``, asked about once a second,
+    stops them too (a cluster's task: a worker thread cannot be interrupted from outside);
+    ``threads``: see :func:`vspipe_environment`."""
     index = script.with_name("index.json")
     stages = [("vspipe", vspipe_command(job, str(script), first, last, str(index), True),
-               vspipe_environment())]
+               vspipe_environment(threads))]
     if job.variable_rate:
         stages.append(("the timestamp relay", relay_command(index, first, last), None))
     stages.append(("ffmpeg", [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin",
@@ -238,7 +245,7 @@ def pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str], 
     for reader in readers:
         reader.start()
     try:
-        statuses = [process.wait() for process in reversed(processes)][::-1]
+        statuses = _wait_all(processes, cancelled)
     except BaseException:
         _stop(*processes)
         raise
@@ -254,6 +261,20 @@ def pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str], 
     if failures:
         raise JobError("\n".join(failures))
     return last - first + 1
+
+
+def _wait_all(processes: list[subprocess.Popen], cancelled: Callable[[], bool] | None
+              ) -> list[int]:
+    """Each process's exit status, the last first (it ends when its input does); JobError
+    when ``cancelled`` says so meanwhile (the caller stops them)."""
+    while cancelled is not None:
+        try:
+            processes[-1].wait(timeout=1)
+            break
+        except subprocess.TimeoutExpired:
+            if cancelled():
+                raise JobError("cancelled") from None
+    return [process.wait() for process in reversed(processes)][::-1]
 
 
 def _start_chain(stages: list[tuple[list[str], dict[str, str] | None]]
@@ -291,11 +312,13 @@ def _stop(*processes: subprocess.Popen) -> None:
             process.wait()
 
 
-def run_job(job: Job, *, warn: Warn, show_progress: bool = True) -> tuple[int, int]:
+def run_job(job: Job, *, warn: Warn, show_progress: bool = True, bar=None
+            ) -> tuple[int, int]:
     """Run a planned job. Returns (frames processed now, segments reused).
 
     Nothing appears at the output path unless the whole job succeeded; with chunks,
-    finished segments are kept beside the output so a rerun resumes.
+    finished segments are kept beside the output so a rerun resumes. ``bar``: a tqdm bar
+    to advance instead of the job's own (a batch's bar over all its files).
     """
     from .segments import run_chunked
 
@@ -307,7 +330,8 @@ def run_job(job: Job, *, warn: Warn, show_progress: bool = True) -> tuple[int, i
         script = Path(work) / "upscale.vpy"
         script.write_text(job.script)
         job.index.save(Path(work) / "index.json")
-        with _bar(job, show_progress) as bar:
+        own = _bar(job, show_progress) if bar is None else contextlib.nullcontext(bar)
+        with own as bar:
             if job.request.chunks == 1:
                 return _run_straight(job, script, bar), 0
             return run_chunked(job, script, bar, warn)

@@ -7,12 +7,16 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 from .media import JobError
 from .plan import Job
 from .run import Companion, Warn, companion, partial_path, pipe, seconds
+
+CLUSTER_SEGMENT_FRAMES = 500
 
 
 def segments(first: int, last: int, chunks: int) -> list[tuple[int, int]]:
@@ -21,6 +25,12 @@ def segments(first: int, last: int, chunks: int) -> list[tuple[int, int]]:
     chunks = min(chunks, total)
     bounds = [first + round(k * total / chunks) for k in range(chunks + 1)]
     return [(bounds[k], bounds[k + 1] - 1) for k in range(chunks)]
+
+
+def cluster_chunks(frames: int, per_segment: int = CLUSTER_SEGMENT_FRAMES) -> int:
+    """Segments of about ``per_segment`` frames: the unit a cluster's worker takes, sends
+    back whole and, when the worker is lost, computes again elsewhere."""
+    return max(1, -(-frames // per_segment))
 
 
 def manifest(job: Job) -> dict:
@@ -59,37 +69,87 @@ def _check_resumable(parts: Path, wanted: dict, force: bool) -> None:
                    "options, or pass --force to start over")
 
 
-def run_chunked(job: Job, script: Path, bar, warn: Warn) -> tuple[int, int]:
-    output = job.request.output
-    parts = parts_dir(output)
+@dataclass(frozen=True)
+class Segment:
+    """Frames ``first`` to ``last`` (inclusive) of a job, kept at ``path`` once encoded."""
+
+    number: int
+    first: int
+    last: int
+    path: Path
+
+    @property
+    def frames(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def done(self) -> bool:
+        return self.path.is_file()
+
+
+def open_parts(job: Job) -> list[Segment]:
+    """The job's segments, in order, in the parts directory beside its output (created,
+    with the manifest; segments of another job there raise JobError unless --force)."""
+    parts = parts_dir(job.request.output)
     wanted = manifest(job)
     if parts.is_dir():
         _check_resumable(parts, wanted, job.request.force)
     parts.mkdir(exist_ok=True)
     (parts / "job.json").write_text(json.dumps(wanted))
-    ranges = wanted["segments"]
+    return [Segment(k, first, last, parts / f"{k:05d}.mkv")
+            for k, (first, last) in enumerate(wanted["segments"])]
+
+
+def encode_range(job: Job, script: Path, first: int, last: int, target: Path, bar,
+                 cancelled: Callable[[], bool] | None = None, threads: int | None = None
+                 ) -> int:
+    """Encode frames ``first``-``last`` as video only into ``target``, atomically (a
+    partial file beside it until ffmpeg is done). Returns the frames written.
+    ``cancelled`` and ``threads``: see :func:`.run.pipe`."""
+    partial = partial_path(target)
+    try:
+        frames = pipe(job, script, first, last, ["-map", "0:v", *job.video_args,
+                                                 str(partial)], bar, cancelled=cancelled,
+                      threads=threads)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return frames
+
+
+def store_segment(segment: Segment, data: bytes) -> None:
+    """Keep a segment encoded elsewhere (a cluster's worker), atomically."""
+    partial = partial_path(segment.path)
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, segment.path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def run_chunked(job: Job, script: Path, bar, warn: Warn) -> tuple[int, int]:
+    all_segments = open_parts(job)
     processed = reused = 0
-    files = []
-    for index, (first, last) in enumerate(ranges):
-        segment = parts / f"{index:05d}.mkv"
-        files.append(segment)
-        if segment.is_file():
+    for segment in all_segments:
+        if segment.done:
             reused += 1
             if bar is not None:
-                bar.update(last - first + 1)
+                bar.update(segment.frames)
             continue
-        partial = partial_path(segment)
-        try:
-            processed += pipe(job, script, first, last, ["-map", "0:v", *job.video_args,
-                                                         str(partial)], bar)
-            os.replace(partial, segment)
-        finally:
-            partial.unlink(missing_ok=True)
+        processed += encode_range(job, script, segment.first, segment.last, segment.path,
+                                  bar)
     if reused:
-        warn(f"resumed: {reused} of {len(ranges)} segments were already done")
-    _join(job, files, parts, companion(job, script.parent))
-    shutil.rmtree(parts, ignore_errors=True)
+        warn(f"resumed: {reused} of {len(all_segments)} segments were already done")
+    join_segments(job, all_segments, script.parent)
     return processed, reused
+
+
+def join_segments(job: Job, all_segments: list[Segment], work: Path) -> None:
+    """Join the finished segments into the output with the source's other streams, then
+    remove the parts directory. ``work``: a scratch directory (a frame range's cut)."""
+    parts = parts_dir(job.request.output)
+    _join(job, [s.path for s in all_segments], parts, companion(job, work))
+    shutil.rmtree(parts, ignore_errors=True)
 
 
 def concat_line(path: Path, length: Fraction | None = None) -> str:
