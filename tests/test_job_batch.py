@@ -65,3 +65,38 @@ def test_cluster_address_checked_before_any_work(tmp_path):
     assert result.returncode == 1
     assert "--cluster takes the scheduler's address as `dask scheduler` prints it, " \
         "tcp://HOST:PORT" in result.stderr and "got 'studio.local'" in result.stderr
+
+
+class _Client:
+    """Stands in for a Dask client whose workers answer the engine check as given."""
+
+    def __init__(self, facts: dict) -> None:
+        self.facts = facts
+        self.asked: tuple = ()
+
+    def run(self, function, *args, workers, on_error):
+        self.asked = args
+        return {address: self.facts[address] for address in workers}
+
+
+def test_workers_computing_in_different_precisions_are_refused():
+    """bf16 where a CPU has it natively, fp32 elsewhere: segments would differ."""
+    from types import SimpleNamespace
+
+    from vs_coreml_esrgan.job.cluster import Workers, check_engines
+    from vs_coreml_esrgan.job.cluster_worker import EngineFacts
+
+    request = SimpleNamespace(upscale=SimpleNamespace(model="m.pth", backend="auto",
+                                                      precision=None))
+    planned = [SimpleNamespace(job=SimpleNamespace(request=request, model_digest="d",
+                                                   info=SimpleNamespace(namespace="builtin")))]
+    workers = Workers(["tcp://a:1", "tcp://b:1"], {"tcp://a:1": "a", "tcp://b:1": "b"})
+    mixed = _Client({"tcp://a:1": EngineFacts("torch", "cpu", [], "bf16"),
+                     "tcp://b:1": EngineFacts("torch", "cpu", [], "fp32")})
+    with pytest.raises(JobError, match=r"different precisions \(a: torch cpu bf16, b: torch "
+                                       r"cpu fp32\).*--precision fp32"):
+        check_engines(mixed, workers, planned)
+    assert mixed.asked[-1] == "auto"  # the job's precision is what each worker resolves
+    same = _Client({"tcp://a:1": EngineFacts("torch", "cpu", [], "fp32"),
+                    "tcp://b:1": EngineFacts("torch", "cpu", [], "fp32")})
+    assert "torch cpu fp32 (2)" in check_engines(same, workers, planned)

@@ -144,6 +144,7 @@ def check_engines(client, workers: Workers, planned: list[Planned]) -> str:
     namespaces = sorted({item.job.info.namespace for item in planned})
     reports = client.run(inspect_engine, model, first.model_digest,
                          first.request.upscale.backend, namespaces,
+                         first.request.upscale.precision or "auto",
                          workers=workers.addresses, on_error="return")
     label = workers.labels
     for address, facts in sorted(reports.items()):
@@ -157,6 +158,11 @@ def check_engines(client, workers: Workers, planned: list[Planned]) -> str:
         raise JobError(f"the workers would compute with different backends ({listing}): "
                        "segments would differ where they meet. Use one kind of worker, or "
                        "pass --backend torch (it runs everywhere)")
+    if len({facts.precision for facts in reports.values()}) > 1:
+        listing = ", ".join(f"{label[a]}: {f.engine}" for a, f in sorted(reports.items()))
+        raise JobError(f"the workers would compute in different precisions ({listing}): "
+                       "segments would differ where they meet. Pass --precision fp32 (every "
+                       "CPU computes it), or use workers of one kind")
     engines = Counter(f.engine for f in reports.values())
     note = (f"cluster: {len(reports)} workers checked, computing with "
             + ", ".join(f"{engine} ({count})" for engine, count in sorted(engines.items())))

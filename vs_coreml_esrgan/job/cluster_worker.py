@@ -77,10 +77,12 @@ class EngineFacts:
     backend: str  # "torch", "coreml" or "mil"
     device: str  # torch: cpu, cuda or mps; otherwise the backend's name
     problems: list[str] = field(default_factory=list)
+    precision: str = "auto"  # torch: what 'auto' means on this worker (bf16 on some CPUs)
 
     @property
     def engine(self) -> str:
-        return self.backend if self.device == self.backend else f"{self.backend} {self.device}"
+        name = self.backend if self.device == self.backend else f"{self.backend} {self.device}"
+        return name if self.precision == "auto" else f"{name} {self.precision}"
 
 
 def inspect_inputs(files: list[FileCheck]) -> InputFacts:
@@ -100,22 +102,26 @@ def inspect_inputs(files: list[FileCheck]) -> InputFacts:
                       file_problems)
 
 
-def inspect_engine(model: str, model_digest: str, backend: str, namespaces: list[str]
-                   ) -> EngineFacts:
+def inspect_engine(model: str, model_digest: str, backend: str, namespaces: list[str],
+                   precision: str = "auto") -> EngineFacts:
     """Run on each worker once the jobs are planned: does it have the model (the same
-    weights as the client's) and the source filters, and which backend and device would
-    compute. Never raises: problems are reported."""
+    weights as the client's) and the source filters, and which backend, device and
+    precision would compute. Never raises: problems are reported."""
     problems: list[str] = []
     backend_name, device = "?", "?"
     try:
         backend_name, device = _engine(model, backend)
+        if backend_name == "torch":
+            from ..backends.torch_backend import resolve_precision
+
+            precision = resolve_precision(precision, device)
     except Exception as exc:  # reported, not raised: the client names this worker
         problems.append(f"cannot prepare backend {backend!r}: {exc}")
     problems += [p for name in namespaces if (p := _namespace_problem(name))]
     model_problem = _model_problem(model, model_digest)
     if model_problem:
         problems.append(model_problem)
-    return EngineFacts(backend_name, device, problems)
+    return EngineFacts(backend_name, device, problems, precision)
 
 
 def _engine(model: str, backend: str) -> tuple[str, str]:
