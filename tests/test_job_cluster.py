@@ -124,9 +124,9 @@ def test_cluster_batch_equals_a_straight_run(model, inputs, straight, farm, tmp_
                         "6 frames (6 processed now)")
     assert lines[2].startswith(f"  failed      {inputs / 'broken.mkv'}: ")
     assert lines[3].startswith(f"  skipped     {skipped}: {out / 'skipped.mkv'} exists")
-    # one backend (auto: torch here, Core ML on a Mac) on both workers
-    assert re.fullmatch(r"cluster: 2 workers checked, computing with \w+( \w+)? \(2\)",
-                        lines[4])
+    # one backend (auto: torch here, Core ML on a Mac), device and precision on both workers
+    assert re.fullmatch(r"cluster: 2 workers checked, computing with \w+( \w+)?"
+                        r"( (fp32|bf16|fp16))? \(2\)", lines[4])
     assert lines[5].startswith("segments computed: ")
     _same_as_straight(out / "good.mkv", straight[0])
     assert (out / "skipped.mkv").read_bytes() == b"precious"
