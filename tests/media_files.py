@@ -103,3 +103,28 @@ def environment_without_venv() -> dict[str, str]:
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
                                   if p != scripts)
     return env
+
+
+def children(pid: int) -> list[int]:
+    """The process ids whose parent is ``pid`` (Linux: read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def tiny_model(directory: Path) -> Path:
+    """A tiny random x2 compact network saved in ``directory``: for tests about files and
+    processes, not speed."""
+    import torch
+    from conftest import compact, random_network
+
+    path = directory / "x2.pth"
+    torch.save(random_network(compact(scale=2, num_conv=2, num_feat=8)).state_dict(), path)
+    return path

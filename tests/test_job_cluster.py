@@ -21,9 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import compact, random_network
-from media_files import CLI, FFMPEG, ffmpeg
+from media_files import CLI, FFMPEG, children, ffmpeg, tiny_model
 
 from vs_coreml_esrgan.job.batch import Entry, Report, plan_entries, run_local
 from vs_coreml_esrgan.job.plan import JobRequest
@@ -37,9 +35,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "x2.pth"
-    torch.save(random_network(compact(scale=2, num_conv=2, num_feat=8)).state_dict(), path)
-    return path
+    return tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")
@@ -133,21 +129,8 @@ def test_cluster_batch_equals_a_straight_run(model, inputs, straight, farm, tmp_
     assert sorted(p.name for p in out.iterdir()) == ["good.mkv", "skipped.mkv"]
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def _running_vspipe(pid: int) -> bool:
-    for child in _children(pid):
+    for child in children(pid):
         try:
             if b"vspipe" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0]:
                 return True
@@ -160,7 +143,7 @@ def _kill_tree(pid: int) -> None:
     """A machine that goes away: the worker and the vspipe and ffmpeg it started."""
     doomed = [pid]
     for parent in doomed:
-        doomed += _children(parent)
+        doomed += children(parent)
     for victim in doomed:
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)

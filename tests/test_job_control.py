@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import compact, random_network
-from media_files import CLI, VIDEO, ffmpeg, job
+from media_files import CLI, VIDEO, children, ffmpeg, job
 
 from vs_coreml_esrgan.job.run import _Progress
 from vs_coreml_esrgan.job.segments import concat_line
@@ -27,19 +27,6 @@ def model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "x2.pth"
     torch.save(random_network(compact(scale=2, num_conv=8, num_feat=48)).state_dict(), path)
     return path
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -75,15 +62,15 @@ def test_stop_signal_ends_both_processes_and_leaves_nothing(model, tmp_path, num
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env, preexec_fn=_ignore_sigint)
     _wait_for(lambda: (tmp_path / ".out.partial.mp4").exists(), process)
-    children = _children(process.pid)
-    assert len(children) >= 2  # vspipe and ffmpeg
+    started = children(process.pid)
+    assert len(started) >= 2  # vspipe and ffmpeg
     process.send_signal(number)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + number
     assert f"stopped by {signal.Signals(number).name}; nothing was written" in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
     assert list(work.iterdir()) == []  # the temporary directory is gone
-    assert not any(_alive(pid) for pid in children)
+    assert not any(_alive(pid) for pid in started)
 
 
 @pytest.mark.slow
@@ -93,10 +80,10 @@ def test_killing_vspipe_leaves_no_vspipe_running(model, tmp_path):
     process = subprocess.Popen([CLI, "upscale", str(SAMPLE), str(out), "--model", str(model)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (tmp_path / ".out.partial.mkv").exists(), process)
-    vspipe = [pid for pid in _children(process.pid)
+    vspipe = [pid for pid in children(process.pid)
               if b"vspipe" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]]
     assert len(vspipe) == 1
-    descendants = _children(vspipe[0])  # a wrapper's real vspipe would be here
+    descendants = children(vspipe[0])  # a wrapper's real vspipe would be here
     os.kill(vspipe[0], signal.SIGKILL)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1 and "vspipe failed" in stderr

@@ -7,8 +7,6 @@ import itertools
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import compact, random_network
 from media_files import (
     NOISE,
     VIDEO,
@@ -18,6 +16,7 @@ from media_files import (
     ffmpeg,
     job,
     stream_facts,
+    tiny_model,
     video_times,
 )
 
@@ -27,9 +26,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     """A tiny x2 network: these tests are about files, not speed."""
-    path = tmp_path_factory.mktemp("model") / "x2.pth"
-    torch.save(random_network(compact(scale=2, num_conv=2, num_feat=8)).state_dict(), path)
-    return path
+    return tiny_model(tmp_path_factory.mktemp("model"))
 
 
 def _audio_led(directory: Path, suffix: str) -> Path:
