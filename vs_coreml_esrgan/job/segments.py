@@ -148,7 +148,7 @@ def join_segments(job: Job, all_segments: list[Segment], work: Path) -> None:
     """Join the finished segments into the output with the source's other streams, then
     remove the parts directory. ``work``: a scratch directory (a frame range's cut)."""
     parts = parts_dir(job.request.output)
-    _join(job, [s.path for s in all_segments], parts, companion(job, work))
+    _join(job, all_segments, parts, companion(job, work))
     shutil.rmtree(parts, ignore_errors=True)
 
 
@@ -161,16 +161,14 @@ def concat_line(path: Path, length: Fraction | None = None) -> str:
                                     f"duration {seconds(length)}\n")
 
 
-def _join(job: Job, files: list[Path], parts: Path, comp: Companion) -> None:
+def _join(job: Job, parts_list: list[Segment], parts: Path, comp: Companion) -> None:
     """Concatenate segments losslessly and add the source's other streams."""
     listing = parts / "segments.txt"
-    ranges = segments(job.first, job.last, job.request.chunks)
     # A variable-rate segment's length is not its frame count over a rate: each file's
     # exact length places the next one (the concat demuxer's duration directive).
-    lengths = [job.index.seconds(last + 1) - job.index.seconds(first) if job.variable_rate
-               else None for first, last in ranges]
-    listing.write_text("".join(concat_line(f, length)
-                               for f, length in zip(files, lengths, strict=True)))
+    listing.write_text("".join(
+        concat_line(s.path, job.index.seconds(s.last + 1) - job.index.seconds(s.first)
+                    if job.variable_rate else None) for s in parts_list))
     output = job.request.output
     partial = partial_path(output)
     # The segments' 1 ms time base makes -itsoffset exact enough here.
