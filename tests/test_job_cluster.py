@@ -202,9 +202,31 @@ def test_input_a_worker_cannot_see_is_refused_naming_it(model, inputs, farm, tmp
                              inputs / "good.mkv", CLI, out, model], capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 1, result.stderr
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = sorted(client.nthreads())
+    assert len(workers) == 2
     for worker in workers:
         assert f"cannot see {hidden / 'good.mkv'} (no such file)" in result.stderr
         assert worker in result.stderr
     assert "every worker must see the input at the same path" in result.stderr
     assert not out.exists() and list(hidden.iterdir()) == []
+
+
+def test_a_busy_farm_is_never_taken_for_an_empty_one(farm):
+    """The liveness check asks the scheduler, not the client's cache: the cache's own
+    refresh lists no workers, and a 320x180 benchmark gave up on every file after one
+    (its poll read the cache just after a refresh). The refresh runs every 5 ms here
+    instead of 2 s, so a cache read would come back empty within a few hundred polls
+    (measured: 14 of 383)."""
+    import dask
+    from distributed import Client
+
+    from vs_coreml_esrgan.job.cluster import _worker_names
+
+    address, farm_client = farm
+    farm_client.wait_for_workers(2, timeout=120)
+    expected = set(farm_client.nthreads())
+    with dask.config.set({"distributed.client.scheduler-info-interval": "5ms"}), \
+            Client(address, set_as_default=False) as client:
+        seen = [set(_worker_names(client)) for _ in range(300)]
+    assert all(names == expected for names in seen), \
+        f"{sum(names != expected for names in seen)} of 300 polls missed a worker"

@@ -70,8 +70,16 @@ def connect(address: str):
 
 
 def _worker_names(client) -> dict[str, str]:
-    info = client.scheduler_info(n_workers=-1) if _takes_count(client) else \
-        client.scheduler_info()
+    """Every worker the scheduler knows now, as messages name them.
+
+    Asked of the scheduler directly: ``Client.scheduler_info()`` returns the client's
+    cache, which its own periodic refresh (every 2 s) overwrites with a copy that lists
+    no workers (distributed 2025+), so read just after a refresh it said a live farm
+    had none, and a long job gave up on every file."""
+    if _takes_count(client):
+        info = client.sync(client.scheduler.identity, n_workers=-1)
+    else:  # older distributed: the cache always lists every worker
+        info = client.scheduler_info()
     return {address: _label(w.get("name"), address) for address, w in info["workers"].items()}
 
 
@@ -274,7 +282,7 @@ def _next_finished(client, finished, pending: dict, workers: list[str]):
         waited += 0.1
         if waited >= POLL_SECONDS:
             waited = 0.0
-            if not set(_worker_names(client)) & set(workers):
+            if not set(client.nthreads()) & set(workers):  # asked now, never cached
                 return None
 
 
