@@ -567,6 +567,10 @@ def peers(models: list[tuple[str, tuple[int, int]]], frames: int, rounds: int,
         for runner in [r for r in runners if r not in only]:
             runners.remove(runner)
             missing[label(runner, facts)] = "left out (--runners)"
+        if not runners:  # e.g. torch-fp32 where 'torch' (auto) is fp32 already
+            raise SystemExit(f"none of {', '.join(only)} runs on this machine; its "
+                             f"runners: {', '.join(available_runners(facts)[0])} (fp32 and "
+                             "f32 twins are left out where the defaults are fp32/f32)")
     results: Results = {}
     with tempfile.TemporaryDirectory() as work:
         for model, size in models:

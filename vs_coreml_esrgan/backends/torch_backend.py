@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from . import BackendError
+from .cpu_memory import keep_freed_memory
 from .torchscript import frozen_module
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -136,7 +137,8 @@ def create_torch_backend(network: nn.Module, scale: int, *, device: str | None =
     an unknown precision, fp16 on the CPU (PyTorch's CPU float16 convolutions are about
     40 times slower than float32 there), bf16 on MPS and bf16 on a GPU without it.
     bf16 on a CPU without native bfloat16 is allowed (correct, but several times slower
-    than fp32; the filter says so).
+    than fp32; the filter says so). On the CPU (Linux, glibc) it sets this process's
+    malloc to keep freed memory for reuse (:func:`.cpu_memory.keep_freed_memory`).
     """
     if precision not in PRECISIONS:
         raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, "
@@ -162,6 +164,8 @@ def create_torch_backend(network: nn.Module, scale: int, *, device: str | None =
         raise BackendError(f"this GPU ({torch.cuda.get_device_name(target)}) has no "
                            "bfloat16; use precision='fp16' or 'auto'")
     dtype = _DTYPES[precision]
+    if target.type == "cpu":
+        keep_freed_memory()  # each layer's output reuses freed memory (cpu_memory.py)
     memory_format = torch.channels_last if target.type == "cpu" else torch.contiguous_format
     network = network.to(device=target, dtype=dtype, memory_format=memory_format)
     return TorchBackend(network=network, scale=scale, device=target, dtype=dtype)
