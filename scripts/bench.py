@@ -210,11 +210,16 @@ def run_once(runner: str, model: str, width: int, height: int, frames: int,
     _fetch(out, 0, WARM_UP_FRAMES)
     if timed:
         timed.reset()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     _fetch(out, WARM_UP_FRAMES, WARM_UP_FRAMES + frames)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
     return {"runner": runner, "model": model, "s_per_frame": wall / frames,
             "efficiency": timed.seconds / wall if timed else None,
+            # fresh pages the kernel zeroed, and its time, per frame (see cpu_memory.py)
+            "faults_per_frame": (after.ru_minflt - before.ru_minflt) / frames,
+            "kernel_s_per_frame": (after.ru_stime - before.ru_stime) / frames,
             "tile": f"{plan.x.tile}x{plan.y.tile}", "tiles": plan.num_tiles,
             "waste": plan.compute_waste, "vs_threads": core.num_threads,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -226,6 +231,8 @@ def run_together(runners: list[str], model: str, width: int, height: int, frames
     unless ``vs_threads``), whole frames; each warmed up, then ``rounds`` alternating
     rounds (A B C A B C ...) of ``frames`` new frames each. Returns {runner: [result per
     round]}."""
+    import resource
+
     import vapoursynth as vs
 
     core = vs.core
@@ -241,12 +248,15 @@ def run_together(runners: list[str], model: str, width: int, height: int, frames
         for runner, (out, timed) in built.items():
             if timed:
                 timed.reset()
+            before = resource.getrusage(resource.RUSAGE_SELF)
             start = time.perf_counter()
             _fetch(out, first, first + frames)
             wall = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_SELF)
             results[runner].append({
                 "runner": runner, "model": model, "s_per_frame": wall / frames,
                 "efficiency": timed.seconds / wall if timed else None,
+                "faults_per_frame": (after.ru_minflt - before.ru_minflt) / frames,
                 "vs_threads": core.num_threads, "peak_rss_mb": None})
             print(f"round {round_index + 1}/{rounds} {model:22} {runner:8} "
                   f"{wall / frames:.3f} s/frame", file=sys.stderr, flush=True)
@@ -690,12 +700,15 @@ def report(results: Results, facts: dict[str, str], missing: dict[str, str],
                 "computed before.",
                 "process": "## One process per run\n\nMethod: every run in a fresh "
                 "process, runners alternating; peak RSS is that process's maximum resident "
-                "size. Real-ESRGAN inference: its RealESRGANer.enhance (tile 0, pre_pad 0, "
-                "fp32) on the same frame as the 8-bit BGR image it takes."}
+                "size. Page faults: fresh pages the kernel zeroed for the process (minor "
+                "faults) per timed frame. Real-ESRGAN inference: its "
+                "RealESRGANer.enhance (tile 0, pre_pad 0, fp32) on the same frame as the "
+                "8-bit BGR image it takes."}
     chart: dict[str, dict[str, float]] = {}
     for method in methods:
-        lines += [sections[method], "", "| model | frame | runner | s/frame (median) | fps "
-                  "| pipeline efficiency | peak RSS (MB) |", "|---|---|---|---|---|---|---|"]
+        lines += [sections[method], "", "| model | frame | runner | s/frame (median) | "
+                  "rounds | fps | pipeline efficiency | page faults/frame | peak RSS (MB) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for model, size in models:
             for (m, mod, runner), rows in results.items():
                 if (m, mod) != (method, model):
@@ -703,10 +716,13 @@ def report(results: Results, facts: dict[str, str], missing: dict[str, str],
                 median = medians[(m, mod, runner)]
                 effs = [r["efficiency"] for r in rows if r["efficiency"] is not None]
                 peaks = [r["peak_rss_mb"] for r in rows if r["peak_rss_mb"] is not None]
+                faults = [r["faults_per_frame"] for r in rows if "faults_per_frame" in r]
                 lines.append(
                     f"| {model} | {size[0]}x{size[1]} | {label(runner, facts)} | "
-                    f"{median:.3f} | {1 / median:.2f} | "
+                    f"{median:.3f} | {' '.join(f'{r['s_per_frame']:.2f}' for r in rows)} | "
+                    f"{1 / median:.2f} | "
                     f"{f'{statistics.median(effs):.3f}' if effs else '-'} | "
+                    f"{f'{statistics.median(faults):.0f}' if faults else '-'} | "
                     f"{f'{max(peaks):.0f}' if peaks else '-'} |")
                 if method == methods[0]:
                     chart.setdefault(f"{model} {size[0]}x{size[1]}", {})[

@@ -39,6 +39,10 @@ def test_peers_benchmark_writes_table_and_chart(tmp_path):
         assert f"| random-compact | 48x32 | {runner}" in one_process
         assert f"| random-compact | 48x32 | {runner}" in per_process
     assert "- ours: mil (fp16 ML Program): left out (--runners)" in table
+    # s/frame, each round's, fps, efficiency, then the page faults each frame cost
+    for method in (one_process, per_process):
+        assert re.search(rf"\| {re.escape(together[0])} \| [0-9.]+ \| [0-9. ]+ \| [0-9.]+ "
+                         r"\| [0-9.]+ \| [0-9]+ \|", method), method
     # the OpenVINO precision is read from OpenVINO itself, not assumed
     if hasattr(vs.core, "ov"):
         assert re.search(r"OpenVINO's CPU default .* is (bf16|f32|f16);", table)

@@ -20,7 +20,7 @@ mapped and unmapped each time.
 from __future__ import annotations
 
 import ctypes
-import platform
+import os
 import sys
 
 # mallopt parameters, from glibc's <malloc.h>.
@@ -40,7 +40,7 @@ def keep_freed_memory() -> bool:
     """On Linux with glibc, set malloc to keep freed memory for reuse (see the module's
     docstring). Returns whether every setting was applied; False elsewhere (macOS's and
     musl's allocators have no such settings). Safe to call more than once."""
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    if not sys.platform.startswith("linux") or not _running_glibc():
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
@@ -48,3 +48,12 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return all([mallopt(parameter, value) == 1 for parameter, value in _SETTINGS])
+
+
+def _running_glibc() -> bool:
+    """Whether this process runs on glibc, asked of the C library itself (inspecting the
+    executable, as platform.libc_ver does, would read vspipe's binary under vspipe)."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (ValueError, OSError, AttributeError):
+        return False
