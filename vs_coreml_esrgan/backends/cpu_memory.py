@@ -10,7 +10,9 @@ this project's 2-core Linux machine, per frame, in our torch backend: 22,000-95,
 faults and 0.07-0.31 s of kernel time for realesr-animevideov3 at 480x270 (1.0-1.4 s
 per frame), 475,000 faults and 1.5 s for realesrgan-x4plus at 192x108 (6.7 s). OpenVINO
 plans its buffers once and takes 0-2 faults per frame. With the settings below: 95 and
-62,000 faults, peak memory no higher, realesrgan-x4plus 1.37x faster.
+62,000 faults (the rest: x4 layers' outputs above 32 MiB), peak memory no higher;
+realesrgan-x4plus took 4.9 s against 6.7 s in one pair of runs (this machine's speed
+drifts by up to 1.5x, so the fault counts are the firm figure).
 
 Process-wide and irreversible (malloc has no scope): applied when a CPU backend is
 created, never at import. Blocks over 32 MiB (glibc's largest mmap threshold) are still
