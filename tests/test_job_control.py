@@ -23,6 +23,18 @@ SAMPLE = ROOT / "samples" / "sample.mp4"
 
 
 @pytest.fixture(scope="module")
+def long_source(tmp_path_factory) -> Path:
+    """60 s of video with audio: a job stopped 'mid-job' cannot have finished first (the
+    2 s sample could, on a loaded machine, between the test seeing its partial output and
+    the signal arriving: CI once saw exit 0)."""
+    path = tmp_path_factory.mktemp("long") / "long.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=24:duration=60", "-f", "lavfi",
+           "-i", "sine=frequency=440:duration=60", "-c:v", "libx264", "-preset", "ultrafast",
+           "-c:a", "aac", path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "x2.pth"
     torch.save(random_network(compact(scale=2, num_conv=8, num_feat=48)).state_dict(), path)
@@ -53,12 +65,14 @@ def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120) -> Non
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes in /proc")
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
-def test_stop_signal_ends_both_processes_and_leaves_nothing(model, tmp_path, number):
+def test_stop_signal_ends_both_processes_and_leaves_nothing(model, long_source, tmp_path,
+                                                            number):
     out = tmp_path / "out.mp4"
     work = tmp_path / "tmp"
     work.mkdir()
     env = dict(os.environ, TMPDIR=str(work))
-    process = subprocess.Popen([CLI, "upscale", str(SAMPLE), str(out), "--model", str(model)],
+    process = subprocess.Popen([CLI, "upscale", str(long_source), str(out), "--model",
+                                str(model)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env, preexec_fn=_ignore_sigint)
     _wait_for(lambda: (tmp_path / ".out.partial.mp4").exists(), process)
@@ -75,9 +89,10 @@ def test_stop_signal_ends_both_processes_and_leaves_nothing(model, tmp_path, num
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes in /proc")
-def test_killing_vspipe_leaves_no_vspipe_running(model, tmp_path):
+def test_killing_vspipe_leaves_no_vspipe_running(model, long_source, tmp_path):
     out = tmp_path / "out.mkv"
-    process = subprocess.Popen([CLI, "upscale", str(SAMPLE), str(out), "--model", str(model)],
+    process = subprocess.Popen([CLI, "upscale", str(long_source), str(out), "--model",
+                                str(model)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (tmp_path / ".out.partial.mkv").exists(), process)
     vspipe = [pid for pid in children(process.pid)
