@@ -212,7 +212,8 @@ def test_input_a_worker_cannot_see_is_refused_naming_it(model, inputs, farm, tmp
 
 
 def test_a_busy_farm_is_never_taken_for_an_empty_one(farm):
-    """The liveness check asks the scheduler, not the client's cache: the cache's own
+    """The liveness check (``_worker_names``, polled while segments run) asks the
+    scheduler, not the client's cache: the cache's own
     refresh lists no workers, and a 320x180 benchmark gave up on every file after one
     (its poll read the cache just after a refresh). The refresh runs every 5 ms here
     instead of 2 s, so a cache read would come back empty within a few hundred polls

@@ -48,7 +48,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _ignore_sigint() -> None:
+def _background_job() -> None:
     """A shell's background job: SIGINT ignored, inherited by everything it starts. SIGHUP
     at its default, as in a terminal: a test run under nohup would otherwise pass its
     ignored SIGHUP on, and the job keeps an ignored SIGHUP ignored (nohup's meaning)."""
@@ -76,7 +76,7 @@ def test_stop_signal_ends_both_processes_and_leaves_nothing(model, long_source, 
     process = subprocess.Popen([CLI, "upscale", str(long_source), str(out), "--model",
                                 str(model)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env, preexec_fn=_ignore_sigint)
+                               env=env, preexec_fn=_background_job)
     _wait_for(lambda: (tmp_path / ".out.partial.mp4").exists(), process)
     started = children(process.pid)
     assert len(started) >= 2  # vspipe and ffmpeg

@@ -282,7 +282,7 @@ def _next_finished(client, finished, pending: dict, workers: list[str]):
         waited += 0.1
         if waited >= POLL_SECONDS:
             waited = 0.0
-            if not set(client.nthreads()) & set(workers):  # asked now, never cached
+            if not set(_worker_names(client)) & set(workers):
                 return None
 
 
