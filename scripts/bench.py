@@ -210,16 +210,10 @@ def run_once(runner: str, model: str, width: int, height: int, frames: int,
     _fetch(out, 0, WARM_UP_FRAMES)
     if timed:
         timed.reset()
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    start = time.perf_counter()
-    _fetch(out, WARM_UP_FRAMES, WARM_UP_FRAMES + frames)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF)
+    wall, faults = _timed_fetch(out, WARM_UP_FRAMES, WARM_UP_FRAMES + frames)
     return {"runner": runner, "model": model, "s_per_frame": wall / frames,
             "efficiency": timed.seconds / wall if timed else None,
-            # fresh pages the kernel zeroed, and its time, per frame (see cpu_memory.py)
-            "faults_per_frame": (after.ru_minflt - before.ru_minflt) / frames,
-            "kernel_s_per_frame": (after.ru_stime - before.ru_stime) / frames,
+            "faults_per_frame": faults / frames,
             "tile": f"{plan.x.tile}x{plan.y.tile}", "tiles": plan.num_tiles,
             "waste": plan.compute_waste, "vs_threads": core.num_threads,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -231,7 +225,6 @@ def run_together(runners: list[str], model: str, width: int, height: int, frames
     unless ``vs_threads``), whole frames; each warmed up, then ``rounds`` alternating
     rounds (A B C A B C ...) of ``frames`` new frames each. Returns {runner: [result per
     round]}."""
-    import resource
 
     import vapoursynth as vs
 
@@ -248,15 +241,11 @@ def run_together(runners: list[str], model: str, width: int, height: int, frames
         for runner, (out, timed) in built.items():
             if timed:
                 timed.reset()
-            before = resource.getrusage(resource.RUSAGE_SELF)
-            start = time.perf_counter()
-            _fetch(out, first, first + frames)
-            wall = time.perf_counter() - start
-            after = resource.getrusage(resource.RUSAGE_SELF)
+            wall, faults = _timed_fetch(out, first, first + frames)
             results[runner].append({
                 "runner": runner, "model": model, "s_per_frame": wall / frames,
                 "efficiency": timed.seconds / wall if timed else None,
-                "faults_per_frame": (after.ru_minflt - before.ru_minflt) / frames,
+                "faults_per_frame": faults / frames,
                 "vs_threads": core.num_threads, "peak_rss_mb": None})
             print(f"round {round_index + 1}/{rounds} {model:22} {runner:8} "
                   f"{wall / frames:.3f} s/frame", file=sys.stderr, flush=True)
@@ -282,6 +271,18 @@ def _source(model: str, width: int, height: int, length: int, overlap: int | Non
                                   length=length)
         tile = choose_tile_size(width, height, overlap)
     return clip, plan_tiles(width, height, tile, overlap or 0, scale)
+
+
+def _timed_fetch(clip, first: int, stop: int) -> tuple[float, int]:
+    """_fetch, returning its wall time (s) and the fresh pages the kernel zeroed for this
+    process meanwhile (minor page faults; see vs_coreml_esrgan/backends/cpu_memory.py)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    start = time.perf_counter()
+    _fetch(clip, first, stop)
+    wall = time.perf_counter() - start
+    return wall, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
 def _fetch(clip, first: int, stop: int) -> None:

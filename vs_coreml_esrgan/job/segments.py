@@ -161,14 +161,15 @@ def concat_line(path: Path, length: Fraction | None = None) -> str:
                                     f"duration {seconds(length)}\n")
 
 
-def _join(job: Job, parts_list: list[Segment], parts: Path, comp: Companion) -> None:
-    """Concatenate segments losslessly and add the source's other streams."""
+def _join(job: Job, finished: list[Segment], parts: Path, comp: Companion) -> None:
+    """Concatenate the finished segments (in frame order) losslessly and add the source's
+    other streams."""
     listing = parts / "segments.txt"
     # A variable-rate segment's length is not its frame count over a rate: each file's
     # exact length places the next one (the concat demuxer's duration directive).
     listing.write_text("".join(
         concat_line(s.path, job.index.seconds(s.last + 1) - job.index.seconds(s.first)
-                    if job.variable_rate else None) for s in parts_list))
+                    if job.variable_rate else None) for s in finished))
     output = job.request.output
     partial = partial_path(output)
     # The segments' 1 ms time base makes -itsoffset exact enough here.
