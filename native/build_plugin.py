@@ -24,10 +24,10 @@ def library_name() -> str:
 
 
 def package_version() -> tuple[int, int]:
-    text = (ROOT / "vs_coreml_esrgan" / "__init__.py").read_text()
+    text = (ROOT / "vs_coreml_esrgan" / "version.py").read_text()
     found = re.search(r'__version__ = "(\d+)\.(\d+)', text)
     if not found:
-        raise RuntimeError("no __version__ = \"X.Y...\" in vs_coreml_esrgan/__init__.py")
+        raise RuntimeError("no __version__ = \"X.Y...\" in vs_coreml_esrgan/version.py")
     return int(found.group(1)), int(found.group(2))
 
 

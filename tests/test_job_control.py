@@ -15,7 +15,7 @@ import torch
 from conftest import compact, random_network
 from media_files import CLI, VIDEO, children, ffmpeg, job
 
-from vs_coreml_esrgan.job.run import _Progress
+from vs_coreml_esrgan.job.pipe import _Progress
 from vs_coreml_esrgan.job.segments import concat_line
 
 ROOT = Path(__file__).resolve().parent.parent

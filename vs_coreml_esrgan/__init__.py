@@ -5,8 +5,7 @@ from .filter import upscale
 from .job.source import source
 from .network_spec import ModelError, NetworkSpec
 from .tiling import TilePlan, choose_tile_size, plan_tiles, upscale_tiled
-
-__version__ = "0.1.0"
+from .version import __version__
 
 # Editable installs only: a normal install's plugin is autoloaded by VapourSynth.
 load_development_plugin()

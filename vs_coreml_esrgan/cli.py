@@ -11,14 +11,11 @@ from .backends import BackendError
 from .backends.coreml_backend import RUNTIMES, UNIT_CHOICES
 from .backends.coreml_plan import COMPUTE_UNITS
 from .cli_upscale import add_upscale_parser
+from .errors import UsageError
 from .network_spec import ModelError
 
 PROG = "vs-coreml-esrgan"
 MIN_CONVERT_TILE = 16
-
-
-class UsageError(Exception):
-    """A bad command line: exit status 2."""
 
 
 def _tile(text: str) -> tuple[int, int]:

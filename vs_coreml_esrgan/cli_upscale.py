@@ -79,7 +79,7 @@ def _warn(message: str) -> None:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    from .cli import UsageError
+    from .errors import UsageError
 
     cluster = args.cluster or os.environ.get(CLUSTER_ENV) or None
     if args.output_dir is not None:

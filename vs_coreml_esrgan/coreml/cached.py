@@ -12,10 +12,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import __version__
 from ..cache import atomic_directory, cache_dir
 from ..checkpoint import LoadedModel, model_sha256
 from ..network_spec import ModelError
+from ..version import __version__
 from .convert import convert_model
 from .package import package_digest, read_package
 

@@ -28,11 +28,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .. import __version__
 from ..cache import atomic_directory
 from ..checkpoint import LoadedModel, model_sha256
 from ..network_spec import ModelError, NetworkSpec
 from ..networks import SRVGGNetCompact
+from ..version import __version__
 from .package import METADATA_PREFIX, import_coremltools
 
 PRECISIONS = ("fp16", "fp32")

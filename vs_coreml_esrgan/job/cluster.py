@@ -109,7 +109,7 @@ def check_inputs(client, sources: list[Path]) -> Workers:
     what stops every file (a tool missing, another vs-coreml-esrgan version, a worker
     that cannot run the check); an input some worker cannot use is refused alone, naming
     the worker. Inputs this machine cannot read are left to planning to report."""
-    from .. import __version__
+    from ..version import __version__
 
     files = {}
     for source in sources:

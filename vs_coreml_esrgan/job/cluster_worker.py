@@ -89,7 +89,7 @@ def inspect_inputs(files: list[FileCheck]) -> InputFacts:
     """Run on each worker (``Client.run``) before the client plans anything: can it read
     every input (the same content as the client's) and run vspipe and ffmpeg. Cheap:
     nothing heavy is imported. Never raises: problems are reported."""
-    from .. import __version__
+    from ..version import __version__
 
     problems = []
     for tool in (find_vspipe, find_ffmpeg):

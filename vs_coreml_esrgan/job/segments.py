@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from .companion import Companion, companion, partial_path
 from .media import JobError
+from .pipe import pipe, seconds
 from .plan import Job
-from .run import Companion, Warn, companion, partial_path, pipe, seconds
+
+Warn = Callable[[str], None]
 
 CLUSTER_SEGMENT_FRAMES = 500
 
@@ -105,7 +108,7 @@ def encode_range(job: Job, script: Path, first: int, last: int, target: Path, ba
                  ) -> int:
     """Encode frames ``first``-``last`` as video only into ``target``, atomically (a
     partial file beside it until ffmpeg is done). Returns the frames written.
-    ``cancelled`` and ``threads``: see :func:`.run.pipe`."""
+    ``cancelled`` and ``threads``: see :func:`.pipe.pipe`."""
     partial = partial_path(target)
     try:
         frames = pipe(job, script, first, last, ["-map", "0:v", *job.video_args,
