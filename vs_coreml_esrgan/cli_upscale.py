@@ -35,11 +35,22 @@ def add_upscale_parser(commands, tile_type) -> None:
     job.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"),
                      help="default auto: fp16 with Core ML and GPUs; on the CPU bf16 where "
                      "it computes bfloat16 natively (AVX512-BF16, AMX), else fp32")
-    job.add_argument("--encoder", choices=("x264", "x265", "av1", "vp9", "prores", "ffv1"),
-                     help="default x264 (.webm: vp9)")
-    job.add_argument("--crf", type=int, help="quality (x264 16, x265 18, av1 28, vp9 30 by "
-                     "default; prores and ffv1 have none)")
-    job.add_argument("--preset", help="encoder preset, e.g. slow")
+    from .job.encoders import ENCODERS
+
+    job.add_argument("--encoder", choices=tuple(ENCODERS), metavar="ENCODER",
+                     help="default x264 (.webm: vp9); software: x264, x265, av1, vp9, "
+                     "prores, ffv1; hardware by ffmpeg's name where the ffmpeg has it: "
+                     f"{', '.join(n for n, e in ENCODERS.items() if e.hardware)}")
+    job.add_argument("--crf", type=int, help="constant quality where lower is better "
+                     "(x264 16, x265 18, av1 28, vp9 30, NVENC 19-30 by default; prores "
+                     "and ffv1 have none)")
+    job.add_argument("--quality", type=int, help="the encoder's own quality value on its "
+                     "own scale, e.g. VideoToolbox -q:v 1-100, higher is better (default "
+                     "65); --print shows the option and its range")
+    job.add_argument("--preset", help="encoder preset: x264/x265 ultrafast..placebo, av1 "
+                     "-1..13 (lower is slower), NVENC p1..p7, QSV veryfast..veryslow")
+    job.add_argument("--background", action="store_true", help="run at background "
+                     "priority (macOS: as taskpolicy -b; Linux: nice 10, idle I/O)")
     job.add_argument("--bit-depth", type=int, choices=(8, 10, 12, 16),
                      help="default: the source's where the encoder takes it (HDR: 10 at "
                      "least; prores: 10)")
@@ -67,9 +78,11 @@ def _request(args: argparse.Namespace, source: Path, output: Path):
         source=source, output=output,
         upscale=UpscaleOptions(model=args.model, tile=args.tile, overlap=args.overlap,
                                backend=args.backend, precision=args.precision),
-        encoder=args.encoder, crf=args.crf, preset=args.preset, bits=args.bit_depth,
-        start=args.start, end=args.end, chunks=args.chunks or 1, force=args.force,
-        source_filter=args.source, deinterlace=args.deinterlace)
+        encoder=args.encoder, crf=args.crf, quality=args.quality, preset=args.preset,
+        bits=args.bit_depth, start=args.start, end=args.end,
+        chunks=1 if args.chunks is None else args.chunks, force=args.force,
+        source_filter=args.source, deinterlace=args.deinterlace,
+        background=args.background)
 
 
 def _warn(message: str) -> None:
@@ -81,6 +94,8 @@ def _warn(message: str) -> None:
 def cmd_upscale(args: argparse.Namespace) -> int:
     from .errors import UsageError
 
+    if args.background and not args.print:
+        _background()
     cluster = args.cluster or os.environ.get(CLUSTER_ENV) or None
     if args.output_dir is not None:
         return _batch(args, cluster)
@@ -93,10 +108,21 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return _single(args, cluster)
 
 
+def _background() -> None:
+    """This process and all it starts at background priority (``--background``)."""
+    from .job.priority import lower_priority
+
+    try:
+        print(f"{PROG}: running at {lower_priority()}", file=sys.stderr)
+    except OSError as exc:
+        _warn(f"--background: the system refused to lower the priority ({exc})")
+
+
 def _single(args: argparse.Namespace, cluster: str | None) -> int:
     from .job.media import JobError
     from .job.plan import plan_job
     from .job.run import Interrupted, describe, run_job, stop_on_signals
+    from .job.thermal import HeatLog
 
     source, output = (Path(p) for p in args.paths)
     kept = " (finished segments are kept: rerun the same command to resume)" \
@@ -110,8 +136,9 @@ def _single(args: argparse.Namespace, cluster: str | None) -> int:
             if args.print:
                 print(describe(job), end="")
                 return 0
+            heat = HeatLog.for_this_machine()
             if client is None:
-                processed, reused = run_job(job, warn=_warn)
+                processed, reused = run_job(job, warn=_warn, heat=heat)
             else:
                 processed, reused = _single_on_cluster(args, client, workers, job)
     except JobError as exc:
@@ -126,6 +153,8 @@ def _single(args: argparse.Namespace, cluster: str | None) -> int:
         return 128 + stop.signum
     print(f"{output}: {job.frames} frames ({processed} processed now"
           + (f", {reused} segments reused" if reused else "") + ")")
+    if heat is not None and client is None:
+        print(heat.summary())
     return 0
 
 

@@ -16,8 +16,6 @@ from fractions import Fraction
 from pathlib import Path
 
 Point = tuple[Fraction, Fraction]
-# Encoders that take static HDR metadata from the command line, and how.
-CARRIERS = ("libx265", "libsvtav1")
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,12 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
-from .hdr import CARRIERS as HDR_CARRIERS
+from .encoder_check import check_available, check_options, encoder_named, trial_encode
+from .encoders import ENCODERS, Encoder, default_encoder, hdr_capable
 from .hdr import read_hdr_metadata
 from .media import CONTAINERS, JobError, MediaInfo, find_ffmpeg, probe_media, stream_maps
 from .probe import SourceInfo, check_upscale, choose_source, probe_source
 from .script import (
-    ENCODERS,
-    PRESET_ENCODERS,
     OutputFormat,
     UpscaleOptions,
     choose_format,
@@ -32,8 +31,9 @@ class JobRequest:
     source: Path
     output: Path
     upscale: UpscaleOptions
-    encoder: str | None = None  # None: x264, or vp9 for .webm
+    encoder: str | None = None  # None: see encoders.default_encoder
     crf: int | None = None
+    quality: int | None = None  # the encoder's own scale (see encoders.Quality)
     preset: str | None = None
     bits: int | None = None  # None: the source's depth where the encoder takes it
     start: int | None = None
@@ -42,6 +42,7 @@ class JobRequest:
     force: bool = False
     source_filter: str = "auto"
     deinterlace: bool = False
+    background: bool = False  # run at background priority (see priority.py)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ class Job:
     output_format: OutputFormat
     model_digest: str
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def encoder(self) -> Encoder:
+        return ENCODERS[self.request.encoder]
 
     @property
     def frames(self) -> int:
@@ -94,22 +99,10 @@ def plan_job(request: JobRequest) -> Job:
     """Check everything a job needs before any work starts. Raises JobError."""
     source, output = request.source, request.output
     _check_paths(source, output, request.force)
-    name = request.encoder or ("vp9" if output.suffix.lower() == ".webm" else "x264")
-    request = replace(request, encoder=name)
-    encoder = ENCODERS.get(name)
-    if encoder is None:
-        raise JobError(f"encoder must be one of {', '.join(ENCODERS)}, got {name}")
-    if output.suffix.lower() not in encoder.containers:
-        raise JobError(f"encoder {request.encoder} cannot write {output.suffix} files; use "
-                       f"{', '.join(encoder.containers)}")
-    if request.bits is not None and request.bits not in encoder.depths:
-        raise JobError(f"encoder {request.encoder} takes bit depth "
-                       f"{' or '.join(map(str, encoder.depths))}, not {request.bits}")
-    if request.crf is not None and encoder.default_crf is None:
-        raise JobError(f"encoder {request.encoder} is not set by quality: it has no --crf "
-                       "(leave it out)")
-    if request.preset and request.encoder not in PRESET_ENCODERS:
-        raise JobError(f"encoder {request.encoder} has no --preset")
+    request = replace(request, encoder=request.encoder or default_encoder(output.suffix))
+    encoder = encoder_named(request.encoder)
+    quality = check_options(encoder, output.suffix, request.bits, request.crf,
+                            request.quality, request.preset)
     if request.chunks < 1:
         raise JobError(f"--chunks must be at least 1, got {request.chunks}")
     if request.upscale.overlap is not None and request.upscale.overlap < 0:
@@ -117,6 +110,7 @@ def plan_job(request: JobRequest) -> Job:
     upscale = _absolute_model(request.upscale)
     request = replace(request, upscale=upscale)  # what the script names (a cluster checks it)
     ffmpeg = find_ffmpeg()
+    check_available(ffmpeg, encoder)
     vspipe = find_vspipe()
     media = probe_media(source)
     try:
@@ -125,7 +119,7 @@ def plan_job(request: JobRequest) -> Job:
         raise JobError(str(exc)) from None
     namespace = choose_source(request.source_filter)
     info = probe_source(namespace, source.resolve(), index)
-    digest = check_upscale(upscale, info)
+    digest, output_size = check_upscale(upscale, info)
     first = request.start or 0
     last = info.num_frames - 1 if request.end is None else request.end
     if not 0 <= first <= last < info.num_frames:
@@ -150,8 +144,8 @@ def plan_job(request: JobRequest) -> Job:
     if signal.hdr:
         if request.bits == 8 or max(encoder.depths) < 10:
             raise JobError(f"the input is HDR ({HDR_TRANSFERS[signal.transfer]}): 8-bit "
-                           "output would band and lose it; use --bit-depth 10 with x265, "
-                           "av1 or vp9")
+                           "output would band and lose it; use --bit-depth 10 with one of "
+                           f"{', '.join(hdr_capable())}")
         depth = max(depth, 10)
     fmt = choose_format(encoder, source_layout(info.format_name), depth, request.bits)
     untagged = not rgb and info.props.get("_Matrix", 2) not in (1, 4, 5, 6, 7, 8, 9, 10, 14)
@@ -159,34 +153,36 @@ def plan_job(request: JobRequest) -> Job:
                            set_matrix=untagged, rgb_source=rgb,
                            gray_source=info.format_name.startswith("GRAY"),
                            top_field_first=top_field_first)
-    video = ["-c:v", encoder.codec, *encoder.extra]
-    crf = request.crf if request.crf is not None else encoder.default_crf
-    if crf is not None:
-        video += [*encoder.quality, str(crf)]
-    if request.preset:
-        video += ["-preset", request.preset]
+    video = encoder.codec_args(fmt.layout, fmt.bits, quality, request.preset,
+                               output.suffix.lower())
     if signal.hdr:
-        video += _hdr_args(source, encoder.codec, request.encoder, warnings)
+        video += _hdr_args(source, encoder, warnings)
     for key, value in media.video_stream.metadata.items():
         if key.lower() in ("language", "title", "handler_name"):
             video += ["-metadata:s:v:0", f"{key.lower()}={value}"]
     _, stream_warnings = stream_maps(media.streams, output)
+    filters = f"setsar={info.sar},{signal.setparams()}{encoder.upload_filter(fmt.layout, fmt.bits)}"
+    if encoder.hardware:
+        y4m = f"{'gray' if fmt.layout == 'gray' else 'yuv' + fmt.layout + 'p'}" \
+              f"{'' if fmt.bits == 8 else f'{fmt.bits}le'}"
+        trial_encode(ffmpeg, encoder, ["-vf", filters, *video], output_size, y4m)
     return Job(request, ffmpeg, vspipe, info, media, index, script, first, last,
-               f"setsar={info.sar},{signal.setparams()}", video, fmt, digest,
-               warnings + stream_warnings)
+               filters, video, fmt, digest, warnings + stream_warnings)
 
 
-def _hdr_args(source: Path, codec: str, name: str, warnings: list[str]) -> list[str]:
+def _hdr_args(source: Path, encoder: Encoder, warnings: list[str]) -> list[str]:
     """The encoder options that keep the source's mastering display and content light
     levels (the y4m pipe drops them); a warning where the encoder cannot take them."""
     metadata = read_hdr_metadata(source)
     if metadata is None:
         return []
-    if codec not in HDR_CARRIERS:
-        warnings.append(f"encoder {name} does not carry the input's HDR10 mastering-display "
-                        "and content-light metadata; use --encoder x265 or av1 to keep them")
+    if not encoder.hdr_metadata:
+        takers = " or ".join(e.name for e in ENCODERS.values() if e.hdr_metadata)
+        warnings.append(f"encoder {encoder.name} does not carry the input's HDR10 "
+                        "mastering-display and content-light metadata (the colour tags are "
+                        f"kept); use --encoder {takers} to keep them")
         return []
-    return metadata.encoder_args(codec)
+    return metadata.encoder_args(encoder.codec)
 
 
 def _check_paths(source: Path, output: Path, force: bool) -> None:

@@ -72,17 +72,19 @@ def describe(job: Job, script_path: str = "upscale.vpy") -> str:
         stages.insert(1, relay_command(job.request.source.resolve(), job.first, job.last))
         note = ("# variable frame rate: the relay stamps each frame with its time in the "
                 "source\n")
-    return (f"# {script_path}\n{job.script}\n# pipeline\n{note}{cut}"
+    encoder = f"# encoder {job.encoder.describe()}\n"
+    return (f"# {script_path}\n{job.script}\n# pipeline\n{encoder}{note}{cut}"
             + " \\\n  | ".join(shlex.join(stage) for stage in stages) + "\n")
 
 
-def run_job(job: Job, *, warn: Warn, show_progress: bool = True, bar=None
+def run_job(job: Job, *, warn: Warn, show_progress: bool = True, bar=None, heat=None
             ) -> tuple[int, int]:
     """Run a planned job. Returns (frames processed now, segments reused).
 
     Nothing appears at the output path unless the whole job succeeded; with chunks,
     finished segments are kept beside the output so a rerun resumes. ``bar``: a tqdm bar
-    to advance instead of the job's own (a batch's bar over all its files).
+    to advance instead of the job's own (a batch's bar over all its files); ``heat``: a
+    :class:`.thermal.HeatLog` to sample meanwhile (shown on the bar when not nominal).
     """
     for message in job.warnings:
         warn(message)
@@ -93,7 +95,7 @@ def run_job(job: Job, *, warn: Warn, show_progress: bool = True, bar=None
         script.write_text(job.script)
         job.index.save(Path(work) / "index.json")
         own = _bar(job, show_progress) if bar is None else contextlib.nullcontext(bar)
-        with own as bar:
+        with own as bar, contextlib.nullcontext() if heat is None else heat.watching(bar):
             if job.request.chunks == 1:
                 return _run_straight(job, script, bar), 0
             return run_chunked(job, script, bar, warn)
@@ -102,7 +104,8 @@ def run_job(job: Job, *, warn: Warn, show_progress: bool = True, bar=None
 def _bar(job: Job, show: bool):
     from tqdm import tqdm
 
-    return tqdm(total=job.frames, unit="frame", desc="upscaling", dynamic_ncols=True,
+    desc = "upscaling (background priority)" if job.request.background else "upscaling"
+    return tqdm(total=job.frames, unit="frame", desc=desc, dynamic_ncols=True,
                 disable=None if show else True, smoothing=0.1, leave=False)
 
 

@@ -1,42 +1,15 @@
-"""The VapourSynth script a job runs: source → Upscale → the encoder's pixel format."""
+"""The VapourSynth script a job runs: source → Upscale → the encoder's pixel format (the
+layouts and depths each encoder takes come from the table in encoders.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from .encoders import Encoder
 from .signal import Signal
 
 SOURCES = ("auto", "bs", "ffms2", "lsmas", "builtin")
-
-
-@dataclass(frozen=True)
-class Encoder:
-    """How one ``--encoder`` choice encodes: the ffmpeg codec and its options, and the
-    chroma layouts ("420", "422", "444", "gray") and bit depths it takes from a y4m pipe."""
-
-    codec: str
-    layouts: tuple[str, ...]
-    depths: tuple[int, ...]
-    quality: tuple[str, ...]  # options before the CRF value, e.g. ("-crf",)
-    default_crf: int | None
-    extra: tuple[str, ...] = ()
-    containers: tuple[str, ...] = (".mkv", ".mp4", ".mov", ".m4v")
-
-
-ENCODERS = {
-    "x264": Encoder("libx264", ("420", "422", "444", "gray"), (8, 10), ("-crf",), 16),
-    "x265": Encoder("libx265", ("420", "422", "444", "gray"), (8, 10, 12), ("-crf",), 18),
-    "av1": Encoder("libsvtav1", ("420",), (8, 10), ("-crf",), 28,
-                   containers=(".mkv", ".mp4", ".mov", ".m4v", ".webm")),
-    "vp9": Encoder("libvpx-vp9", ("420", "422", "444"), (8, 10, 12), ("-b:v", "0", "-crf"),
-                   30, containers=(".mkv", ".mp4", ".webm")),
-    "prores": Encoder("prores_ks", ("422", "444"), (10,), (), None, ("-profile:v", "3"),
-                      containers=(".mkv", ".mov")),
-    "ffv1": Encoder("ffv1", ("420", "422", "444", "gray"), (8, 10, 12, 16), (), None,
-                    ("-level", "3", "-g", "1"), containers=(".mkv",)),
-}
-PRESET_ENCODERS = {"x264", "x265", "av1"}
 
 
 @dataclass(frozen=True)
