@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -120,12 +121,15 @@ def pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str], 
     for reader in readers:
         reader.join()
     # When one process fails the others usually fail as a consequence (a closed pipe, a
-    # truncated stream), so every message is shown.
+    # truncated stream), so every message is shown, except a writer's bare SIGPIPE death
+    # when a later process failed: it only lost its reader, which says why.
     errors[0] = [bytes(progress.text)]
-    failures = [f"{name} failed (exit {status}):\n"
-                f"{b''.join(text).decode(errors='replace').strip()[-4000:]}"
-                for (name, _, _), status, text in zip(stages, statuses, errors, strict=True)
-                if status != 0]
+    texts = [b"".join(text).decode(errors="replace").strip() for text in errors]
+    failed = [k for k, status in enumerate(statuses) if status != 0]
+    shown = [k for k in failed if not (statuses[k] == -signal.SIGPIPE and not texts[k]
+                                       and any(later > k for later in failed))]
+    failures = [f"{stages[k][0]} failed (exit {statuses[k]}):\n{texts[k][-4000:]}"
+                for k in shown]
     if failures:
         raise JobError("\n".join(failures))
     return last - first + 1
