@@ -128,6 +128,15 @@ def _environment(lines: list[str]) -> None:
         except importlib.metadata.PackageNotFoundError:
             version = "not installed"
         lines.append(f"| {name} | {version} |")
+    lines.append(_thermal_row())
+
+
+def _thermal_row() -> str:
+    """The Mac's thermal state now (NSProcessInfo.thermalState, see job/thermal.py)."""
+    from .job.thermal import thermal_now
+
+    state = thermal_now()
+    return f"| thermal state | {state or 'not readable here (macOS only)'} |"
 
 
 def _load(model: str) -> Any:
