@@ -189,7 +189,7 @@ def _single_on_cluster(args: argparse.Namespace, client, workers, job) -> tuple[
     for message in job.warnings:
         _warn(message)
     report = Report()
-    with progress_bar(job.frames) as bar:
+    with progress_bar(job.frames, args.background) as bar:
         run_on_cluster(client, workers, [item], bar, _warn, report)
     for note in report.notes:
         print(note, file=sys.stderr)
@@ -239,7 +239,8 @@ def _batch(args: argparse.Namespace, cluster: str | None) -> int:
                           f"{describe(item.job)}")
                 print(batch.summary(known), end="", file=sys.stderr)
                 return 1 if batch.failed(known) else 0
-            with batch.progress_bar(sum(p.job.frames for p in planned)) as bar:
+            with batch.progress_bar(sum(p.job.frames for p in planned),
+                                    args.background) as bar:
                 if client is None:
                     batch.run_local(planned, bar, _warn, report)
                 else:

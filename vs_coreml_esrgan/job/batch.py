@@ -128,11 +128,13 @@ def plan_entries(entries: Iterable[Entry], template: JobRequest
     return planned, known
 
 
-def progress_bar(total: int):
-    """One tqdm bar (on stderr, only where it is a terminal) over ``total`` frames."""
+def progress_bar(total: int, background: bool = False):
+    """One tqdm bar (on stderr, only where it is a terminal) over ``total`` frames; it says
+    when the job runs at background priority."""
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="frame", desc="upscaling", dynamic_ncols=True,
+    desc = "upscaling (background priority)" if background else "upscaling"
+    return tqdm(total=total, unit="frame", desc=desc, dynamic_ncols=True,
                 disable=None, smoothing=0.1, leave=False)
 
 
