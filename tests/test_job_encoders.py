@@ -16,6 +16,7 @@ from media_files import FFMPEG, VIDEO, ffmpeg, job, stream_facts, tiny_model
 from vs_coreml_esrgan.job.encoder_check import check_options, ffmpeg_encoders
 from vs_coreml_esrgan.job.encoders import ENCODERS
 from vs_coreml_esrgan.job.media import JobError
+from vs_coreml_esrgan.job.pipe import failure_report
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 
@@ -232,3 +233,15 @@ def test_videotoolbox_keeps_hdr_colour_tags(model, tmp_path):
     refused = job(source, tmp_path / "8.mp4", "--model", model, "--encoder",
                   "hevc_videotoolbox", "--bit-depth", "8", env=env)
     assert refused.returncode == 1 and "8-bit output would band" in refused.stderr
+
+
+def test_a_writer_that_only_lost_its_reader_is_not_reported_as_the_failure():
+    names = ["vspipe", "ffmpeg"]
+    assert failure_report(names, [-13, 234], ["", "x264 [error]: invalid preset"]) == \
+        "ffmpeg failed (exit 234):\nx264 [error]: invalid preset"
+    # vspipe's own failure, or a SIGPIPE with a message, is shown
+    assert failure_report(names, [-13, 0], ["", ""]) == "vspipe failed (exit -13):\n"
+    assert failure_report(names, [1, 234], ["Python exception: boom", "ffmpeg: no input"]) \
+        == "vspipe failed (exit 1):\nPython exception: boom\nffmpeg failed (exit 234):\n" \
+        "ffmpeg: no input"
+    assert failure_report(names, [0, 0], ["", ""]) == ""

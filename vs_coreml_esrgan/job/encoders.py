@@ -162,5 +162,7 @@ def default_encoder(suffix: str) -> str:
 
 
 def hdr_capable() -> list[str]:
-    """Encoders that can write HDR (10 bits or more)."""
-    return [e.name for e in ENCODERS.values() if max(e.depths) >= 10 and e.quality]
+    """Encoders that write HDR as players expect it: HEVC, AV1 or VP9 at 10 bits or more
+    (10-bit H.264 and ProRes exist, but not as HDR delivery formats)."""
+    return [e.name for e in ENCODERS.values()
+            if max(e.depths) >= 10 and e.quality and "264" not in e.codec]

@@ -120,19 +120,24 @@ def pipe(job: Job, script: Path, first: int, last: int, ffmpeg_tail: list[str], 
         raise
     for reader in readers:
         reader.join()
-    # When one process fails the others usually fail as a consequence (a closed pipe, a
-    # truncated stream), so every message is shown, except a writer's bare SIGPIPE death
-    # when a later process failed: it only lost its reader, which says why.
     errors[0] = [bytes(progress.text)]
     texts = [b"".join(text).decode(errors="replace").strip() for text in errors]
+    report = failure_report([name for name, _, _ in stages], statuses, texts)
+    if report:
+        raise JobError(report)
+    return last - first + 1
+
+
+def failure_report(names: list[str], statuses: list[int], texts: list[str]) -> str:
+    """What failed in a chain, each with its messages ("" when all exited 0). When one
+    process fails the others usually fail as a consequence (a closed pipe, a truncated
+    stream), so every message is shown, except a writer's silent SIGPIPE death when a
+    later process failed: it only lost its reader, which says why."""
     failed = [k for k, status in enumerate(statuses) if status != 0]
     shown = [k for k in failed if not (statuses[k] == -signal.SIGPIPE and not texts[k]
                                        and any(later > k for later in failed))]
-    failures = [f"{stages[k][0]} failed (exit {statuses[k]}):\n{texts[k][-4000:]}"
-                for k in shown]
-    if failures:
-        raise JobError("\n".join(failures))
-    return last - first + 1
+    return "\n".join(f"{names[k]} failed (exit {statuses[k]}):\n{texts[k][-4000:]}"
+                     for k in shown)
 
 
 def _wait_all(processes: list[subprocess.Popen], cancelled: Callable[[], bool] | None

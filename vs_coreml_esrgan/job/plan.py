@@ -161,11 +161,10 @@ def plan_job(request: JobRequest) -> Job:
         if key.lower() in ("language", "title", "handler_name"):
             video += ["-metadata:s:v:0", f"{key.lower()}={value}"]
     _, stream_warnings = stream_maps(media.streams, output)
-    filters = f"setsar={info.sar},{signal.setparams()}{encoder.upload_filter(fmt.layout, fmt.bits)}"
-    if encoder.hardware:
-        y4m = f"{'gray' if fmt.layout == 'gray' else 'yuv' + fmt.layout + 'p'}" \
-              f"{'' if fmt.bits == 8 else f'{fmt.bits}le'}"
-        trial_encode(ffmpeg, encoder, ["-vf", filters, *video], output_size, y4m)
+    filters = (f"setsar={info.sar},{signal.setparams()}"
+               f"{encoder.upload_filter(fmt.layout, fmt.bits)}")
+    if encoder.hardware:  # listed is not enough: the device must be there and take the size
+        trial_encode(ffmpeg, encoder, ["-vf", filters, *video], output_size, fmt.pix_fmt)
     return Job(request, ffmpeg, vspipe, info, media, index, script, first, last,
                filters, video, fmt, digest, warnings + stream_warnings)
 

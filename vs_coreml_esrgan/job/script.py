@@ -18,6 +18,12 @@ class OutputFormat:
     bits: int
 
     @property
+    def pix_fmt(self) -> str:
+        """ffmpeg's name of this format (what the y4m pipe carries)."""
+        base = "gray" if self.layout == "gray" else f"yuv{self.layout}p"
+        return base if self.bits == 8 else f"{base}{self.bits}le"
+
+    @property
     def vs_name(self) -> str:
         if self.layout == "gray":
             return f"GRAY{self.bits}"
