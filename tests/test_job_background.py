@@ -191,3 +191,23 @@ def test_job_shows_thermal_state_on_its_progress_line_and_summary(model, tmp_pat
     assert "thermal: serious" in screen.decode(errors="replace")
     summary = stdout.splitlines()[-1]
     assert summary.startswith("thermal state: serious ") and "nominal" not in summary
+    # A batch sums the states over its files.
+    (tmp_path / "batch").mkdir()
+    batch = subprocess.run([CLI, "upscale", str(source), "-o", str(tmp_path / "batch"),
+                            "--model", str(model), "--encoder", "ffv1"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert batch.returncode == 0, batch.stderr
+    assert batch.stdout.splitlines()[-1].startswith("thermal state: serious ")
+
+
+def test_thermal_state_beside_a_batch_file_name(fake_foundation):
+    from tqdm import tqdm
+
+    fake_foundation(1)
+    out = io.StringIO()
+    bar = tqdm(total=4, file=out, disable=False, mininterval=0)
+    bar.set_postfix_str("ep 01.mkv")
+    log = thermal.HeatLog(thermal.thermal_reader())
+    with log.watching(bar, interval=3600):
+        assert bar.postfix == "ep 01.mkv, thermal: fair"
+    bar.close()

@@ -216,9 +216,11 @@ def _batch(args: argparse.Namespace, cluster: str | None) -> int:
     from .job import batch
     from .job.media import JobError
     from .job.run import Interrupted, describe, stop_on_signals
+    from .job.thermal import HeatLog
 
     entries: list[batch.Entry] = []
     report = batch.Report()
+    heat = None
     try:
         with stop_on_signals(), _connected(None if args.print else cluster) as client:
             entries = batch.batch_entries([Path(p) for p in args.paths],
@@ -242,7 +244,8 @@ def _batch(args: argparse.Namespace, cluster: str | None) -> int:
             with batch.progress_bar(sum(p.job.frames for p in planned),
                                     args.background) as bar:
                 if client is None:
-                    batch.run_local(planned, bar, _warn, report)
+                    heat = HeatLog.for_this_machine()
+                    batch.run_local(planned, bar, _warn, report, heat)
                 else:
                     _on_cluster(args, client, workers, planned, bar, report)
     except JobError as exc:  # before any file ran: the command line or the cluster
@@ -257,6 +260,8 @@ def _batch(args: argparse.Namespace, cluster: str | None) -> int:
         print(f"{PROG}: stopped by {stop}", file=sys.stderr)
         return 128 + stop.signum
     _report(entries, report)
+    if heat is not None:
+        print(heat.summary())
     return 1 if batch.failed(report.outcomes) else 0
 
 

@@ -145,18 +145,18 @@ def give_up_frames(bar, frames: int) -> None:
         bar.refresh()
 
 
-def run_local(planned: list[Planned], bar, warn: Warn, report: Report) -> None:
+def run_local(planned: list[Planned], bar, warn: Warn, report: Report, heat=None) -> None:
     """Run the jobs one after another on this machine, adding their outcomes to
     ``report``. A failing file is recorded and the next one runs; Ctrl-C or a stop signal
     ends the queue (the running file's finished segments are kept; it and the rest are
-    recorded) and is re-raised."""
+    recorded) and is re-raised. ``heat``: see :func:`.run.run_job`."""
     for position, item in enumerate(planned):
         name = item.entry.source.name
         if bar is not None:
             bar.set_postfix_str(name, refresh=True)
         before = bar.n if bar is not None else 0
         try:
-            processed, reused = run_job(item.job, bar=bar,
+            processed, reused = run_job(item.job, bar=bar, heat=heat,
                                         warn=lambda m, name=name: warn(f"{name}: {m}"))
         except JobError as exc:
             give_up_frames(bar, item.job.frames - (bar.n - before if bar is not None else 0))

@@ -79,10 +79,12 @@ class HeatLog:
         """Sample every ``interval`` seconds while the body runs, showing a state that is
         not nominal on ``bar`` (a tqdm bar, or None)."""
         stop = threading.Event()
+        base = getattr(bar, "postfix", None) or ""  # a batch's bar names the file there
 
         def show(state: str) -> None:
             if bar is not None:
-                bar.set_postfix_str(self.progress_text(state), refresh=True)
+                text = ", ".join(t for t in (base, self.progress_text(state)) if t)
+                bar.set_postfix_str(text, refresh=True)
 
         def loop() -> None:
             while not stop.wait(interval):
