@@ -245,3 +245,31 @@ def test_a_writer_that_only_lost_its_reader_is_not_reported_as_the_failure():
         == "vspipe failed (exit 1):\nPython exception: boom\nffmpeg failed (exit 234):\n" \
         "ffmpeg: no input"
     assert failure_report(names, [0, 0], ["", ""]) == ""
+
+
+def test_hardware_rows_spell_options_as_this_ffmpeg_parses_them():
+    """Where this ffmpeg has a hardware encoder but no device, it still parses the
+    options (they are set before the device opens): the table's spellings of quality,
+    preset, profile and pixel format are checked against the real encoder here (NVENC
+    and QSV; VAAPI stops earlier, at its -vaapi_device, so its row is not checked)."""
+    import subprocess
+
+    have = ffmpeg_encoders(FFMPEG)
+    checked = 0
+    for encoder in (e for e in ENCODERS.values() if e.hardware and e.codec in have):
+        layout, bits = "420" if "420" in encoder.layouts else encoder.layouts[0], \
+            max(encoder.depths)
+        preset = encoder.presets[-1] if encoder.presets else None
+        quality = encoder.quality.default if encoder.quality else None
+        filters = encoder.upload_filter(layout, bits).lstrip(",")
+        result = subprocess.run(
+            [FFMPEG, "-v", "error", "-f", "lavfi", "-i", "color=size=256x144:rate=5",
+             "-frames:v", "1", *(["-vf", filters] if filters else []),
+             *encoder.codec_args(layout, bits, quality, preset, ".mp4"), "-f", "null", "-"],
+            capture_output=True, text=True)
+        for complaint in ("Unable to parse option", "Unrecognized option", "Error setting "
+                          "option", "Option not found", "Undefined constant"):
+            assert complaint not in result.stderr, (encoder.name, result.stderr)
+        checked += 1
+    if not checked:
+        pytest.skip("this ffmpeg lists none of the hardware encoders")
