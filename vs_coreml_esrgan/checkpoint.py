@@ -40,11 +40,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     for anything else.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ModelError(f"{path} is a directory, not a model file: expected {_EXPECTED}")
-    if not path.is_file():
-        raise ModelError(f"model file {str(path)!r} does not exist")
-    raw = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    check_model_file(path)
+    raw = (_read_safetensors(path) if path.suffix.lower() == ".safetensors"
+           else _read_torch(path))
     import torch
     from spandrel import canonicalize_state_dict
 
@@ -71,10 +69,9 @@ def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = No
     network.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ModelError(f"{path} is a directory, not a model file: expected {_EXPECTED}")
+    check_model_file(path)
     try:
-        if path.suffix == ".param":
+        if path.suffix.lower() == ".param":
             ncnn, state = _read_ncnn(path)
         else:
             ncnn, state = None, read_state_dict(path)
@@ -85,6 +82,24 @@ def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = No
         named = str(path) in message or repr(str(path)) in message
         raise ModelError(message if named else f"{path}: {message}") from None
     return LoadedModel(spec=spec, network=network, path=path)
+
+
+def check_model_file(path: Path) -> None:
+    """ModelError unless ``path`` is a regular file (a symlink to one included): a
+    directory, a device such as /dev/zero, a FIFO or a socket is named as what it is."""
+    if path.is_dir():
+        raise ModelError(f"{path} is a directory, not a model file: expected {_EXPECTED}")
+    if path.is_file():
+        return
+    if not os.path.lexists(path):
+        raise ModelError(f"model file {str(path)!r} does not exist")
+    kind = ("a character device" if path.is_char_device() else
+            "a block device" if path.is_block_device() else
+            "a FIFO (named pipe)" if path.is_fifo() else
+            "a socket" if path.is_socket() else
+            "a broken symbolic link" if path.is_symlink() else "not a regular file")
+    raise ModelError(f"{path} is {kind}, not a model file: expected {_EXPECTED} "
+                     "(a regular file)")
 
 
 def check_finite(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
@@ -124,7 +139,7 @@ def _build(state: dict[str, torch.Tensor], ncnn: NcnnNetwork | None,
 def model_sha256(path: str | os.PathLike[str]) -> str:
     """Hex sha256 identifying a model file's contents (an ncnn model: .param and .bin)."""
     path = Path(path)
-    if path.suffix != ".param":
+    if path.suffix.lower() != ".param":
         return file_sha256(path)
     combined = hashlib.sha256()
     for part in (path, path.with_suffix(".bin")):
@@ -177,7 +192,7 @@ def _check_torch_header(path: Path) -> None:
         head = stream.read(16)
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return
-    if path.suffix == ".bin":
+    if path.suffix.lower() == ".bin":
         param = path.with_suffix(".param")
         hint = (f"pass {param.name} instead (the .bin stays beside it)" if param.is_file()
                 else "pass the .param file that belongs to it, with the .bin beside it")
