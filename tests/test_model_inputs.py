@@ -72,3 +72,124 @@ def test_a_fifo_is_named_as_a_fifo(tmp_path, name):
     os.mkfifo(fifo)
     with pytest.raises(ModelError, match=r"is a FIFO \(named pipe\), not a model file"):
         load_model(fifo)
+
+
+# Item 2: a Compact network without PReLU weights is ReLU or LeakyReLU; only the file can say.
+
+@pytest.mark.parametrize("act", ["relu", "leakyrelu"])
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_compact_activation_declared_in_the_file_is_used(tmp_path, act, suffix):
+    net = compact(scale=2, act_type=act)
+    network = random_network(net, seed=2302)
+    path = tmp_path / f"plain compact{suffix}"
+    if suffix == ".pth":
+        torch.save({"params": network.state_dict(), "act_type": act}, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(network.state_dict(), path, metadata={"act_type": act})
+    loaded = load_model(path)
+    assert act in loaded.spec.tags
+    x = torch.rand(1, 3, 12, 10) - 0.5  # negative inputs: ReLU and LeakyReLU differ
+    with torch.no_grad():
+        assert torch.equal(loaded.network(x), network(x))
+
+
+def test_compact_without_prelu_or_declaration_is_refused_not_guessed(make_checkpoint):
+    path = make_checkpoint(compact(scale=2, act_type="relu"))
+    with pytest.raises(ModelError, match=r"cannot tell ReLU from LeakyReLU.*'act_type'"):
+        load_model(path)
+
+
+def test_filter_refuses_an_undeclared_relu_compact(make_checkpoint):
+    import vapoursynth as vs
+
+    from vs_coreml_esrgan import upscale
+
+    clip = vs.core.std.BlankClip(width=16, height=12, format=vs.RGBS, length=1)
+    path = make_checkpoint(compact(scale=2, act_type="relu"))
+    with pytest.raises(vs.Error, match=r"upscale: .*cannot tell ReLU from LeakyReLU"):
+        upscale(clip, str(path), backend="torch")
+
+
+def test_declaration_contradicting_weights_or_argument(tmp_path):
+    network = random_network(compact(scale=2), seed=2303)  # PReLU weights
+    path = tmp_path / "prelu.pth"
+    torch.save({"params": network.state_dict(), "act_type": "relu"}, path)
+    with pytest.raises(ModelError, match="does not fit the weights"):
+        load_model(path)
+    plain = random_network(compact(scale=2, act_type="relu"), seed=2303)
+    torch.save({"params": plain.state_dict(), "act_type": "relu"}, path)
+    with pytest.raises(ModelError, match="contradicts the file's own act_type 'relu'"):
+        load_model(path, act_type="leakyrelu")
+    torch.save({"params": plain.state_dict(), "act_type": "gelu"}, path)
+    with pytest.raises(ModelError, match="act_type 'gelu' is not one of"):
+        load_model(path)
+
+
+# Item 3: networks that do not take and give RGB are refused when the model is loaded.
+
+def test_grayscale_esrgan_is_refused_at_creation_inspect_and_models(make_checkpoint,
+                                                                     tmp_path, monkeypatch,
+                                                                     capsys):
+    import vapoursynth as vs
+    from conftest import Net
+
+    from vs_coreml_esrgan import upscale
+    from vs_coreml_esrgan.cli import main
+
+    gray = Net("ESRGAN", 4, dict(in_nc=1, out_nc=1, num_filters=8, num_blocks=1, scale=4))
+    path = make_checkpoint(gray, name="gray model")
+    with pytest.raises(ModelError, match=r"1 \(grayscale\) -> 1 \(grayscale\) channels.*"
+                                         "use an RGB model"):
+        load_model(path)
+    clip = vs.core.std.BlankClip(width=16, height=12, format=vs.GRAY8, length=1)
+    with pytest.raises(vs.Error, match=r"upscale: .*grayscale"):
+        upscale(clip, str(path), backend="torch")
+    assert main(["inspect", str(path)]) == 2
+    assert "grayscale" in capsys.readouterr().err
+    monkeypatch.setenv("VS_COREML_ESRGAN_MODELS", str(tmp_path))
+    assert main(["models"]) == 0
+    captured = capsys.readouterr()
+    assert "gray model" in captured.out and "unreadable" in captured.out
+    assert "grayscale" in captured.err
+
+
+# Item 4: ESRGAN's growth channels come from the weights, not spandrel's 32.
+
+def _esrgan_with_growth(num_filters: int, growth: int, seed: int, **kwargs):
+    from spandrel.architectures.__arch_helpers import block
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    torch.manual_seed(seed)
+    network = ESRGAN(in_nc=3, out_nc=3, num_filters=num_filters, num_blocks=2, **kwargs)
+    trunk = network.model[1].sub
+    for index in range(len(trunk) - 1):
+        trunk[index] = block.RRDB(nf=num_filters, kernel_size=3, gc=growth, stride=1,
+                                  bias=True, pad_type="zero", norm_type=None,
+                                  act_type="leakyrelu", mode="CNA",
+                                  plus=kwargs.get("plus", False))
+    with torch.no_grad():
+        for name, parameter in network.named_parameters():
+            parameter.normal_(0.0, 0.05) if "weight" in name else parameter.uniform_(-.05, .05)
+    return network.eval()
+
+
+@pytest.mark.parametrize(("num_filters", "growth", "layout", "kwargs"), [
+    (16, 8, "real-esrgan", dict(scale=4)), (32, 16, "real-esrgan", dict(scale=4)),
+    (16, 48, "spandrel", dict(scale=2)), (16, 8, "spandrel", dict(scale=4, plus=True))])
+def test_esrgan_growth_channels_are_read_from_the_weights(tmp_path, num_filters, growth,
+                                                          layout, kwargs):
+    from conftest import real_esrgan_layout
+
+    network = _esrgan_with_growth(num_filters, growth, seed=2304, **kwargs)
+    state = network.state_dict()
+    if layout == "real-esrgan":
+        state = real_esrgan_layout(state)
+    path = tmp_path / f"esrgan gc{growth}.pth"
+    torch.save({"params_ema": state}, path)
+    loaded = load_model(path)
+    assert loaded.spec.scale == kwargs["scale"] and f"{growth}gc" in loaded.spec.tags
+    x = torch.rand(1, 3, 11, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.network(x), network(x), rtol=0, atol=0)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .network_spec import Activation, ModelError, NetworkSpec
+from .network_spec import ACTIVATIONS, Activation, ModelError, NetworkSpec
 
 if TYPE_CHECKING:
     import torch
@@ -39,15 +39,27 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     checkpoint is untrusted input) and ``.safetensors``. Raises ModelError naming the file
     for anything else.
     """
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | os.PathLike[str]
+                    ) -> tuple[dict[str, torch.Tensor], Activation | None]:
+    """:func:`read_state_dict`'s tensors, and the activation the file declares: an
+    ``act_type`` entry ('relu', 'leakyrelu' or 'prelu') beside the tensors of a ``.pth``
+    or in a ``.safetensors`` file's metadata; None where it declares none."""
     path = Path(path)
     check_model_file(path)
-    raw = (_read_safetensors(path) if path.suffix.lower() == ".safetensors"
-           else _read_torch(path))
+    if path.suffix.lower() == ".safetensors":
+        raw, declared = _read_safetensors(path), _safetensors_metadata(path).get("act_type")
+    else:
+        raw = _read_torch(path)
+        declared = raw.get("act_type") if isinstance(raw, dict) else None
     import torch
     from spandrel import canonicalize_state_dict
 
     if isinstance(raw, dict):
-        raw = canonicalize_state_dict(raw)
+        raw = canonicalize_state_dict(
+            {k: v for k, v in raw.items() if not (k == "act_type" and isinstance(v, str))})
     if not isinstance(raw, dict) or not raw:
         raise ModelError(f"{path}: expected a dict of tensors, found {type(raw).__name__}"
                          + (" (empty)" if isinstance(raw, dict) else ""))
@@ -55,7 +67,10 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not tensors:
         found = ", ".join(f"{k}: {type(v).__name__}" for k, v in list(raw.items())[:5])
         raise ModelError(f"{path}: expected tensors, found {found}")
-    return tensors
+    if declared is not None and declared not in ACTIVATIONS:
+        raise ModelError(f"{path}: act_type {declared!r} is not one of "
+                         f"{', '.join(ACTIVATIONS)}")
+    return tensors, declared
 
 
 def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = None
@@ -64,7 +79,9 @@ def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = No
     architecture (through spandrel), build the network, load the weights.
 
     ``act_type``: a Compact network's activation where its weights cannot tell (ReLU or
-    LeakyReLU; LeakyReLU is assumed). Raises ModelError naming the file when it is missing,
+    LeakyReLU), as the file itself may declare it (:func:`read_checkpoint`); an ncnn graph
+    tells it. A Compact network without PReLU weights whose activation nobody tells is
+    refused rather than guessed. Raises ModelError naming the file when it is missing,
     unreadable, not a known architecture, or when its tensors do not fit the detected
     network.
     """
@@ -74,7 +91,11 @@ def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = No
         if path.suffix.lower() == ".param":
             ncnn, state = _read_ncnn(path)
         else:
-            ncnn, state = None, read_state_dict(path)
+            ncnn, (state, declared) = None, read_checkpoint(path)
+            if declared is not None and act_type is not None and declared != act_type:
+                raise ModelError(f"act_type={act_type!r} contradicts the file's own "
+                                 f"act_type {declared!r}")
+            act_type = act_type or declared
         check_finite(state, path)
         spec, network = _build(state, ncnn, act_type)
     except ModelError as exc:
@@ -210,6 +231,13 @@ def _describe_start(head: bytes) -> str:
     if text.isprintable() or all(c.isprintable() or c.isspace() for c in text):
         return f"text {text.strip()[:16]!r}"
     return f"bytes {head[:8].hex(' ')}"
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as reader:
+        return reader.metadata() or {}
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
