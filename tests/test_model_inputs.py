@@ -193,3 +193,111 @@ def test_esrgan_growth_channels_are_read_from_the_weights(tmp_path, num_filters,
     x = torch.rand(1, 3, 11, 9)
     with torch.no_grad():
         torch.testing.assert_close(loaded.network(x), network(x), rtol=0, atol=0)
+
+
+# Item 6: storages declared larger than the file are refused before torch allocates them.
+
+class _Storage:
+    def __init__(self, numel: int) -> None:
+        self.numel = numel
+
+
+class _Tensor:
+    def __init__(self, numel: int) -> None:
+        self.storage = _Storage(numel)
+
+    def __reduce__(self):
+        from collections import OrderedDict
+
+        return (torch._utils._rebuild_tensor_v2,
+                (self.storage, 0, (self.storage.numel,), (1,), False, OrderedDict()))
+
+
+def _tensor_pickle(numel: int) -> bytes:
+    """A checkpoint's pickle as torch.save writes it: {'params': {'conv.weight': T}} with
+    T's float32 storage as the persistent id ('storage', FloatStorage, '0', 'cpu', numel)."""
+    import io
+    import pickle
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, _Storage):
+                return ("storage", torch.FloatStorage, "0", "cpu", obj.numel)
+            return None
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=2).dump({"params": {"conv.weight": _Tensor(numel)}})
+    return buffer.getvalue()
+
+
+def _zip_bomb(path, numel: int, stored_bytes: int | None = None) -> None:
+    """A zip checkpoint whose storage is ``numel`` float32 zeros, deflated (a few KB per
+    MiB), or only ``stored_bytes`` of them, stored."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("bomb/data.pkl", _tensor_pickle(numel))
+        archive.writestr("bomb/byteorder", "little")
+        archive.writestr("bomb/version", "3\n")
+        if stored_bytes is not None:
+            archive.writestr("bomb/data/0", bytes(stored_bytes))
+            return
+        info = zipfile.ZipInfo("bomb/data/0")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with archive.open(info, "w", force_zip64=True) as entry:
+            for _ in range(numel * 4 // 2**20):
+                entry.write(bytes(2**20))
+
+
+def _legacy_bomb(path, numel: int) -> None:
+    """The legacy (pre-1.6) format: magic number, protocol, system info, the tensors'
+    pickle, the storage keys, then each storage's size and 4 bytes (not ``numel`` x 4)."""
+    import pickle
+    import struct
+
+    with open(path, "wb") as stream:
+        for value in (0x1950A86A20F9469CFC6C, 1001,
+                      {"protocol_version": 1001, "little_endian": True,
+                       "type_sizes": {"short": 2, "int": 4, "long": 4}}):
+            pickle.dump(value, stream, protocol=2)
+        stream.write(_tensor_pickle(numel))
+        pickle.dump(["0"], stream, protocol=2)
+        stream.write(struct.pack("<q", numel) + bytes(4))
+
+
+@pytest.mark.parametrize("kind", ["deflated zip", "short zip entry", "legacy"])
+def test_storage_declared_larger_than_the_file_is_refused_before_loading(tmp_path,
+                                                                         monkeypatch, kind):
+    path = tmp_path / f"bomb {kind}.pth"
+    numel = 2**24  # 64 MiB of float32
+    if kind == "deflated zip":
+        _zip_bomb(path, numel)
+    elif kind == "short zip entry":
+        _zip_bomb(path, numel, stored_bytes=4)
+    else:
+        _legacy_bomb(path, numel)
+    assert path.stat().st_size < 2**20
+
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load was called on a file declaring 64 MiB")
+
+    monkeypatch.setattr(torch, "load", never)
+    with pytest.raises(ModelError, match=r"bomb .*declare 64\.0 MiB in a .* file.*refused "
+                                         "before loading"):
+        load_model(path)
+
+
+def test_genuine_checkpoints_pass_the_size_check(make_checkpoint, tmp_path):
+    from conftest import rrdb
+
+    from vs_coreml_esrgan.torch_file import check_declared_sizes
+
+    for net in (compact(scale=2), rrdb(scale=4)):
+        check_declared_sizes(make_checkpoint(net))
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"params": random_network(compact(scale=2)).state_dict()}, legacy,
+               _use_new_zipfile_serialization=False)
+    check_declared_sizes(legacy)
+    assert load_model(legacy).spec.scale == 2
+    _zip_bomb(tmp_path / "small.pth", 2**10, stored_bytes=2**12)  # exactly what it declares
+    check_declared_sizes(tmp_path / "small.pth")

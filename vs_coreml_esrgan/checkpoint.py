@@ -194,7 +194,10 @@ def _read_ncnn(path: Path) -> tuple[NcnnNetwork, dict[str, torch.Tensor]]:
 def _read_torch(path: Path) -> object:
     import torch
 
+    from .torch_file import check_declared_sizes
+
     _check_torch_header(path)
+    check_declared_sizes(path)  # before torch allocates what a forged file declares
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
