@@ -41,26 +41,39 @@ def _resolve(model: str) -> Path:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .coreml.convert import convert_model
+    from .coreml.convert import check_output, convert_model
     from .memory import activation_values, check_fits
 
     if args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
     if min(args.tile) < MIN_CONVERT_TILE:
-        raise UsageError(f"--tile {args.tile[0]}x{args.tile[1]} is too small: tiles of at least "
-                         f"{MIN_CONVERT_TILE} pixels (more than 2 x overlap + 1, 33 for the "
-                         "default overlap of 16) leave room for the network's context")
+        raise UsageError(f"--tile {args.tile[0]}x{args.tile[1]} is too small: tiles of "
+                         f"at least {MIN_CONVERT_TILE} pixels a side")
+    output = check_output(args.output)
     loaded = load_model(_resolve(args.model))
     check_fits(args.tile, args.batch, activation_values(loaded.network, loaded.spec))
     if not loaded.spec.coreml:
         print(f"{PROG}: warning: Core ML conversion of {loaded.spec.describe()} is untested; "
               "check the result with `verify`", file=sys.stderr)
-    output = Path(args.output)
+    _warn_small_tile(args.tile, loaded.spec)
     print(f"converting {loaded.spec.describe()} to {output} (tile {args.tile[0]}x"
           f"{args.tile[1]}, batch {args.batch}, {args.precision}) ...", file=sys.stderr)
     convert_model(loaded, output, tile=args.tile, batch=args.batch, precision=args.precision)
     print(output)
     return 0
+
+
+def _warn_small_tile(tile: tuple[int, int], spec) -> None:
+    """The filter's rule (filter.check_tile_overlap) told before converting: a side
+    shorter than 2 x overlap + 1 serves only frames it covers, unless overlap= is lowered."""
+    needed = 2 * spec.default_overlap + 1
+    if min(tile) < needed:
+        print(f"{PROG}: warning: tile {tile[0]}x{tile[1]} is smaller than 2 x overlap + 1 = "
+              f"{needed} ({spec.describe()}'s default overlap is {spec.default_overlap}): "
+              f"the package upscales frames of at most {tile[0]}x{tile[1]} as one tile, "
+              f"larger ones only with overlap={(min(tile) - 1) // 2} or less; use --tile "
+              f"{max(needed, tile[0])}x{max(needed, tile[1])} or larger for any frame size",
+              file=sys.stderr)
 
 
 def _find_source(info) -> Path:
