@@ -10,6 +10,7 @@ Compact networks without PReLU weights (ReLU / LeakyReLU activations).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -59,8 +60,13 @@ def build_network(state: Mapping[str, torch.Tensor], *, act_type: Activation | N
             raise ModelError(f"act_type={act_type!r} does not fit the weights (it applies to "
                              "Compact networks; PReLU is detected from its weights)")
         growth = esrgan_growth_channels(state) if support.architecture.id == "ESRGAN" else None
-        descriptor = (_load(support, state) if growth in (None, _SPANDREL_GROWTH)
-                      else _load_esrgan_growth(support, state, growth))
+        with warnings.catch_warnings():
+            # SwinIR, HAT and OmniSR build their position tables with torch.meshgrid
+            # without `indexing`: torch's note on its future default is for their authors.
+            warnings.filterwarnings("ignore", message=r"torch\.meshgrid",
+                                    category=UserWarning)
+            descriptor = (_load(support, state) if growth in (None, _SPANDREL_GROWTH)
+                          else _load_esrgan_growth(support, state, growth))
     if not isinstance(descriptor, ImageModelDescriptor):
         raise ModelError(f"{descriptor.architecture.name} is an inpainting model (it needs a "
                          "mask); only image-to-image models can upscale video")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,14 +200,42 @@ def _read_torch(path: Path) -> object:
     _check_torch_header(path)
     check_declared_sizes(path)  # before torch allocates what a forged file declares
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its notes on pickle protocols are not for users
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe"
         raise ModelError(f"{path}: refused to load: the checkpoint holds objects other than "
-                         f"tensors ({first_line}); re-save its state dict") from None
+                         f"tensors ({_offending(path, exc)}), and unpickling such objects "
+                         "can run code; re-save its state dict alone "
+                         "(torch.save(model.state_dict(), ...)) where it comes from") from None
     except Exception as exc:  # the unpickler fails in many ways on damaged input
         raise ModelError(f"{path}: not a readable PyTorch checkpoint "
                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+# What torch's weights-only unpickler accepts without being told (torch/_weights_only_
+# unpickler.py): its own classes and functions, OrderedDict and the byte decoder.
+_SAFE_GLOBAL_PREFIXES = ("torch ", "torch.", "collections OrderedDict", "_codecs encode")
+
+
+def _offending(path: Path, exc: Exception) -> str:
+    """The classes or functions that made torch refuse a file, by name (never torch's
+    own advice, which is to turn the safety off)."""
+    import re
+
+    from .torch_file import pickle_globals
+
+    named = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    others = [name.replace(" ", ".") for name in pickle_globals(path)
+              if not name.startswith(_SAFE_GLOBAL_PREFIXES)]
+    if named and named.group(1) not in others:
+        others.insert(0, named.group(1))
+    if others:
+        shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4
+                                        else "")
+        return f"it names {shown}"
+    found = re.search(r"(Unsupported operand \d+|Unsupported class \S+)", str(exc))
+    return found.group(1) if found else "an object torch does not load safely"
 
 
 def _check_torch_header(path: Path) -> None:

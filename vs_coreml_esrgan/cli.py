@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -168,8 +169,12 @@ def _placement_text(args: argparse.Namespace) -> str:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from .checkpoint import check_model_file
     from .doctor import run_doctor
 
+    path = _resolve(args.model)  # an unknown name or a missing file: one line, exit 2
+    if not str(path).lower().endswith(".mlpackage"):
+        check_model_file(path)
     print("running the checks (a minute or more) ...", file=sys.stderr, flush=True)
     print(run_doctor(args.model, args.size).text())
     return 0
@@ -316,17 +321,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The exit status of a command whose output pipe closed: 128 + SIGPIPE, as a Unix tool
+# killed by the signal reports.
+BROKEN_PIPE_STATUS = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return status
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # a pipe of the command's own (ffmpeg, a worker)
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+        _silence_stdout()  # `models | head -1`: the reader has what it wanted
+        return BROKEN_PIPE_STATUS
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except (ModelError, BackendError, OSError, ValueError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll reports an error
+    condition on the write end of such a pipe)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll, or stdout is not a file
+        return False
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device, so the interpreter's final flush of what
+    is still buffered does not fail again on the closed pipe."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
 
 
 if __name__ == "__main__":

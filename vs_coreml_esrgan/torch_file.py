@@ -70,21 +70,54 @@ def _legacy_pickles(stream: IO[bytes]) -> list[IO[bytes]]:
     return [stream] * _LEGACY_PICKLES
 
 
+def pickle_globals(path: Path) -> list[str]:
+    """The classes and functions ('module name') a torch.save file's pickles name, in
+    order of first appearance; [] where they cannot be read."""
+    if zipfile.is_zipfile(path):
+        import io
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = [e for e in archive.infolist() if e.filename.endswith("data.pkl")]
+                streams = [io.BytesIO(archive.read(names[0]))] if names else []
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError):
+            return []
+        return _globals(streams)
+    with open(path, "rb") as stream:
+        return _globals(_legacy_pickles(stream))
+
+
+def _globals(streams: list[IO[bytes]]) -> list[str]:
+    found = dict.fromkeys(event[1] for event in _events(streams) if event[0] == "global")
+    return list(found)
+
+
 def _storage_bytes(streams: list[IO[bytes]]) -> int:
     """Total bytes of the distinct storages the pickles' persistent ids declare."""
     storages: dict[object, int] = {}
-    for stream in streams:
-        try:
-            for key, nbytes in _persistent_storages(stream):
-                storages[key] = max(nbytes, storages.get(key, 0))
-        except Exception:
-            break
+    for event in _events(streams):
+        if event[0] == "storage":
+            _, key, nbytes = event
+            storages[key] = max(nbytes, storages.get(key, 0))
     return sum(storages.values())
 
 
-def _persistent_storages(stream: IO[bytes]):
-    """(key, bytes) of each ('storage', class, key, location, numel, ...) persistent id in
-    one pickle, found by following its stack as pickletools describes each opcode."""
+def _events(streams: list[IO[bytes]]) -> list[tuple]:
+    """The events of each pickle in turn, up to the first that cannot be read (not a
+    pickle, or a damaged one: torch says what is wrong with it)."""
+    events: list[tuple] = []
+    for stream in streams:
+        try:
+            events.extend(_pickle_events(stream))
+        except Exception:
+            break
+    return events
+
+
+def _pickle_events(stream: IO[bytes]):
+    """('storage', key, bytes) for each ('storage', class, key, location, numel, ...)
+    persistent id and ('global', 'module name') for each class or function one pickle
+    names, found by following its stack as pickletools describes each opcode."""
     stack: list[object] = []
     marks: list[int] = []
     memo: dict[object, object] = {}
@@ -102,9 +135,11 @@ def _persistent_storages(stream: IO[bytes]):
             stack.append(memo.get(arg))
         elif name == "GLOBAL":
             stack.append(("global", arg))
+            yield "global", arg
         elif name == "STACK_GLOBAL":
             module, qualname = stack.pop(-2), stack.pop()
             stack.append(("global", f"{module} {qualname}"))
+            yield "global", f"{module} {qualname}"
         elif name == "TUPLE":
             start = marks.pop()
             items = tuple(stack[start:])
@@ -118,7 +153,7 @@ def _persistent_storages(stream: IO[bytes]):
         elif name in ("BINPERSID", "PERSID"):
             pid = stack.pop() if name == "BINPERSID" else arg
             if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
-                yield _storage_entry(pid)
+                yield "storage", *_storage_entry(pid)
             stack.append(None)
         elif opcode.arg is not None and not opcode.stack_before and \
                 len(opcode.stack_after) == 1:
