@@ -13,7 +13,7 @@ from .backends.coreml_backend import RUNTIMES, UNIT_CHOICES
 from .backends.coreml_plan import COMPUTE_UNITS
 from .cli_upscale import add_upscale_parser
 from .errors import UsageError
-from .network_spec import ModelError
+from .network_spec import ModelError, NetworkSpec
 
 PROG = "vs-coreml-esrgan"
 MIN_CONVERT_TILE = 16
@@ -180,18 +180,31 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inspect_model(model: str) -> int:
+def _describe(model: str) -> tuple[Path, NetworkSpec]:
+    """A model's file and description: an official model's from the catalogue (no PyTorch
+    needed, so `inspect NAME` answers at once), any other by loading it."""
+    from .catalogue import is_model_name, known_spec, resolve_model
+
+    if is_model_name(model):
+        resolved = resolve_model(model)
+        spec = known_spec(resolved)
+        if spec is not None:
+            return resolved.path, spec
     from .checkpoint import load_model
 
     loaded = load_model(_resolve(model))
-    spec = loaded.spec
+    return loaded.path, loaded.spec
+
+
+def _inspect_model(model: str) -> int:
+    path, spec = _describe(model)
     radius = ("not computed (whole-input normalisation, attention or unknown)"
               if spec.receptive_radius is None else f"{spec.receptive_radius} pixels")
     exact = spec.receptive_radius is not None and spec.default_overlap >= spec.receptive_radius
     coreml = ("converts (parity tested)" if spec.coreml else
               "untested: `convert` tries and names the failing operation; use backend "
               "'torch'")
-    print(loaded.path)
+    print(path)
     for label, value in [
             ("architecture", f"{spec.describe()}"),
             ("scale", f"x{spec.scale} ({spec.num_in_ch} -> {spec.num_out_ch} channels)"),
@@ -209,8 +222,7 @@ def _inspect_model(model: str) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from .cache import entries
-    from .catalogue import KNOWN_MODELS, available_models, user_model_dir
-    from .checkpoint import load_model
+    from .catalogue import KNOWN_MODELS, available_models, known_spec, user_model_dir
 
     known = {m.name for m in KNOWN_MODELS}
     found = available_models()
@@ -219,7 +231,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     unreadable = []
     for model in found:
         try:
-            spec = load_model(model.path).spec
+            spec = known_spec(model) or _load_spec(model.path)
         except (ModelError, OSError) as exc:  # one bad file must not hide the others
             unreadable.append(f"{model.path}: {str(exc).removeprefix(f'{model.path}: ')}")
             print(f"{model.name:26} {'?':>5}  {'unreadable':12} {model.origin}: {model.path}")
@@ -240,16 +252,34 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spandrel_version() -> str:
-    import spandrel
+def _load_spec(path: Path) -> NetworkSpec:
+    from .checkpoint import load_model
 
-    return spandrel.__version__
+    return load_model(path).spec
+
+
+def _spandrel_version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("spandrel")
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _architectures() -> list[str]:
-    from spandrel import MAIN_REGISTRY
+    """spandrel's architecture ids, from its package's folders: importing spandrel
+    imports every architecture (and torchvision, for LaMa), seconds for a list."""
+    import importlib.util
 
-    return [support.architecture.name for support in MAIN_REGISTRY]
+    found = importlib.util.find_spec("spandrel")
+    if found is None or not found.submodule_search_locations:
+        return []
+    folders = Path(next(iter(found.submodule_search_locations))) / "architectures"
+    return sorted((entry.name for entry in folders.iterdir()
+                   if entry.is_dir() and not entry.name.startswith("_")
+                   and (entry / "__init__.py").is_file()),
+                  key=str.lower)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
