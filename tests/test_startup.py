@@ -74,3 +74,42 @@ def test_catalogue_commands_import_neither_torch_nor_spandrel(model_dir, command
     if command == ["models"]:
         assert "realesrgan-x4plus " in result.stdout and "Compact" in result.stdout
         assert "architectures (spandrel " in result.stdout and "SwinIR" in result.stdout
+
+
+_FAKE_PYTHON = """#!/bin/sh
+# Stands in for every python venv.sh runs: the version check, the key, venv, pip, the
+# plugin build. Records nothing, downloads nothing.
+case "$1" in
+  -c) exit 0 ;;
+  -) cat >/dev/null; echo 0123456789abcdef ;;
+  -m) if [ "$2" = venv ]; then
+        mkdir -p "$3/bin"; cp "$0" "$3/bin/python"
+        printf '#!/bin/sh\\nexit 0\\n' > "$3/bin/vapoursynth"; chmod +x "$3/bin/vapoursynth"
+      fi ;;
+esac
+exit 0
+"""
+
+
+def test_first_setup_says_each_step_when_not_on_a_terminal(tmp_path):
+    """scripts/venv.sh's first run, its python faked: with stderr a file, every step is
+    a line (it used to print one line and pip's warnings)."""
+    from pathlib import Path
+
+    fake = tmp_path / "python3.12"
+    fake.write_text(_FAKE_PYTHON)
+    fake.chmod(0o755)
+    root = Path(__file__).resolve().parent.parent
+    log = tmp_path / "setup log.txt"
+    with open(log, "w") as stderr:
+        result = subprocess.run(
+            ["bash", "-c", f"source {root}/scripts/venv.sh && prepare_venv dev"],
+            env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "HOME": str(tmp_path),
+                 "VS_COREML_ESRGAN_VENV_CACHE": str(tmp_path / "cache")},
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, timeout=60)
+    text = log.read_text()
+    assert result.returncode == 0, text
+    for step in ("Setting up", "about 6.3 GB", "1/4 creating the virtual environment",
+                 "2/4 upgrading pip", "3/4 downloading and installing vs-coreml-esrgan[dev]",
+                 "4/4 configuring VapourSynth", "environment ready"):
+        assert step in text, (step, text)
