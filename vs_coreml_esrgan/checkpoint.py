@@ -193,12 +193,12 @@ def _read_ncnn(path: Path) -> tuple[NcnnNetwork, dict[str, torch.Tensor]]:
 
 
 def _read_torch(path: Path) -> object:
-    import torch
-
     from .torch_file import check_declared_sizes
 
     _check_torch_header(path)
     check_declared_sizes(path)  # before torch allocates what a forged file declares
+    import torch  # after the checks: a refused file costs no PyTorch start-up
+
     try:
         with warnings.catch_warnings():  # its notes on pickle protocols are not for users
             warnings.simplefilter("ignore", UserWarning)
