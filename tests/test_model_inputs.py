@@ -330,3 +330,16 @@ def test_genuine_checkpoints_pass_the_size_check(make_checkpoint, tmp_path):
     assert load_model(legacy).spec.scale == 2
     _zip_bomb(tmp_path / "small.pth", 2**10, stored_bytes=2**12)  # exactly what it declares
     check_declared_sizes(tmp_path / "small.pth")
+
+
+def test_upper_case_suffix_in_the_model_directory_resolves_by_name(make_checkpoint,
+                                                                   tmp_path, monkeypatch):
+    from vs_coreml_esrgan.catalogue import available_models, resolve_model
+
+    directory = tmp_path / "models"
+    directory.mkdir()
+    monkeypatch.setenv("VS_COREML_ESRGAN_MODELS", str(directory))
+    os.replace(make_checkpoint(compact(scale=2)), directory / "Mine.PTH")
+    assert "Mine" in {m.name for m in available_models()}
+    assert resolve_model("Mine").path == directory / "Mine.PTH"
+    assert load_model(resolve_model("Mine").path).spec.scale == 2

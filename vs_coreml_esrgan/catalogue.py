@@ -105,10 +105,9 @@ def resolve_model(name: str) -> ResolvedModel:
     """Find the file behind a model name. Raises ModelError listing the known names and
     how to get the files when the name resolves nowhere."""
     directory = user_model_dir()
-    for suffix in _SUFFIXES:
-        candidate = directory / f"{name}{suffix}"
-        if candidate.is_file():
-            return ResolvedModel(name, candidate, "user directory")
+    candidate = _user_file(directory, name)
+    if candidate is not None:
+        return ResolvedModel(name, candidate, "user directory")
     known = {m.name: m for m in KNOWN_MODELS}
     package_dir = _package_dir()
     if name in known and package_dir is not None:
@@ -137,6 +136,16 @@ def known_spec(model: ResolvedModel) -> NetworkSpec | None:
     except OSError:
         return None
     return known.spec if digest == known.param_sha256 else None
+
+
+def _user_file(directory: Path, name: str) -> Path | None:
+    """``NAME.pth`` (.safetensors, .pt, .param, in that order of preference) in the user's
+    directory, the suffix in any case (``NAME.PTH``), as ``models`` lists them."""
+    if not directory.is_dir():
+        return None
+    found = {path.suffix.lower(): path for path in directory.iterdir()
+             if path.stem == name and path.is_file()}
+    return next((found[suffix] for suffix in _SUFFIXES if suffix in found), None)
 
 
 def available_models() -> list[ResolvedModel]:
