@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
 prepare_venv dev
+_step "upscaling with vs-coreml-esrgan upscale (its progress follows)"
 input=${1:-samples/sample.mp4}
 output=${2:-out/sample-x4.mp4}
 mkdir -p "$(dirname "$output")"

@@ -32,6 +32,12 @@ find_python() {
   return 1
 }
 
+# One progress line on stderr, with the time, whether or not stderr is a terminal (a CI
+# log or `demo.sh 2>log` shows what the first run is doing and how long each step took).
+_step() {
+  echo "[$(date +%H:%M:%S)] $*" >&2
+}
+
 prepare_venv() {
   local extras=$1 python key cache venv
   if ! python=$(find_python); then
@@ -52,16 +58,23 @@ PY
   cache=${VS_COREML_ESRGAN_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vs-coreml-esrgan}
   venv="$cache/venv-$key"
   if [ ! -f "$venv/.complete" ]; then
-    echo "Setting up $venv (first run: downloads PyTorch and VapourSynth, a few minutes)" >&2
+    _step "Setting up $venv (first run only; on Linux about 6.3 GB, most of it PyTorch's" \
+          "CUDA libraries: minutes over a fast line, longer over a slow one)"
     rm -rf "$venv"
     mkdir -p "$cache"
+    _step "1/4 creating the virtual environment with $python"
     "$python" -m venv "$venv" || return 1
+    _step "2/4 upgrading pip"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip || return 1
+    _step "3/4 downloading and installing vs-coreml-esrgan[$extras]: PyTorch, VapourSynth," \
+          "coremltools, PyAV ... (the long step; pip prints only warnings)"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check \
       -e "$_project_root[$extras]" || return 1
     # vspipe finds its Python through VapourSynth's per-user configuration.
+    _step "4/4 configuring VapourSynth for this environment (vapoursynth config)"
     "$venv/bin/vapoursynth" config >/dev/null || return 1
     touch "$venv/.complete"
+    _step "environment ready: $(du -sh "$venv" 2>/dev/null | cut -f1) in $venv"
   fi
   # The cache is shared by every checkout: point the editable install at this one.
   if [ "$(cd / && "$venv/bin/python" -c 'import vs_coreml_esrgan, pathlib

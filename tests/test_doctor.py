@@ -32,7 +32,9 @@ def test_doctor_reports_what_runs_here(make_checkpoint, capsys):
 
 
 def test_a_failing_step_is_a_row(tmp_path, capsys):
-    assert cli(["doctor", str(tmp_path / "missing.pth"), "--size", "64x64"]) == 0
+    damaged = tmp_path / "damaged.pth"  # a missing one is refused before the report
+    damaged.write_bytes(b"PK\x03\x04 not really a zip archive")
+    assert cli(["doctor", str(damaged), "--size", "64x64"]) == 0
     report = capsys.readouterr().out
-    assert "- model: failed: ModelError:" in report and "missing.pth" in report
+    assert "- model: failed: ModelError:" in report and "damaged.pth" in report
     assert "Traceback" not in report

@@ -37,8 +37,18 @@ def _text(name: str, value: Text | None) -> str | None:
 
 def _path(value: Text | None) -> str | None:
     """A model name or path: bytes that are not UTF-8 are a file name in the file system's
-    own encoding (Linux allows any bytes but / and NUL)."""
-    return os.fsdecode(value) if isinstance(value, bytes) else value
+    own encoding (Linux allows any bytes but / and NUL).
+
+    VapourSynth hands a data argument any object as its text, a clip as a several-line
+    description ('VideoNode\\n\\tFormat: ...'): text of several lines that is no file
+    is refused naming its first line."""
+    text = os.fsdecode(value) if isinstance(value, bytes) else value
+    if text is not None and "\n" in text and not os.path.lexists(text):
+        first = text.split("\n", 1)[0].strip()
+        raise _ArgumentError(f"model must be a model name or a file path, got {first!r} "
+                             f"and {text.count(chr(10))} more lines (a clip or another "
+                             "object, not a name)")
+    return text
 
 
 def _integer(name: str, value: Text | int, wanted: str) -> int:

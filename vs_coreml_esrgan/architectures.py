@@ -10,6 +10,7 @@ Compact networks without PReLU weights (ReLU / LeakyReLU activations).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -39,28 +40,70 @@ def build_network(state: Mapping[str, torch.Tensor], *, act_type: Activation | N
 
     ``state`` may be wrapped as community files are ('params_ema', 'params', 'state_dict',
     'module.' prefixes); spandrel unwraps it. ``act_type`` names a Compact network's
-    activation, which its weights cannot tell for ReLU versus LeakyReLU (LeakyReLU is
-    assumed). Raises ModelError (without a file name) when no architecture fits or the
-    tensors do not fit the detected one.
+    activation, which its weights cannot tell for ReLU versus LeakyReLU: without it such
+    a network is refused (the two compute different pictures). ESRGAN's growth channels
+    are read from the weights (spandrel assumes 32). Raises ModelError (without a file
+    name) when no architecture fits, the tensors do not fit the detected one, or the
+    network does not take and give RGB (3 channels).
     """
     from spandrel import ImageModelDescriptor, canonicalize_state_dict
 
     state = canonicalize_state_dict(dict(state))
     if _is_plain_compact(state):
-        descriptor = _load_plain_compact(state, act_type or "leakyrelu")
+        if act_type is None:
+            raise ModelError(_UNDECLARED_ACTIVATION)
+        descriptor = _load_plain_compact(state, act_type)
     else:
         support = _detect(state)
         if act_type is not None and (support.architecture.id != "Compact"
                                      or act_type != "prelu"):
             raise ModelError(f"act_type={act_type!r} does not fit the weights (it applies to "
                              "Compact networks; PReLU is detected from its weights)")
-        descriptor = _load(support, state)
+        growth = esrgan_growth_channels(state) if support.architecture.id == "ESRGAN" else None
+        with warnings.catch_warnings():
+            # SwinIR, HAT and OmniSR build their position tables with torch.meshgrid
+            # without `indexing`: torch's note on its future default is for their authors.
+            warnings.filterwarnings("ignore", message=r"torch\.meshgrid",
+                                    category=UserWarning)
+            descriptor = (_load(support, state) if growth in (None, _SPANDREL_GROWTH)
+                          else _load_esrgan_growth(support, state, growth))
     if not isinstance(descriptor, ImageModelDescriptor):
         raise ModelError(f"{descriptor.architecture.name} is an inpainting model (it needs a "
                          "mask); only image-to-image models can upscale video")
+    spec = describe(descriptor)
+    if (spec.num_in_ch, spec.num_out_ch) != (3, 3):
+        raise ModelError(_channels_refusal(spec))
     network = descriptor.model.eval()
     network.requires_grad_(False)
-    return describe(descriptor), network
+    return spec, network
+
+
+_UNDECLARED_ACTIVATION = (
+    "a Compact network without PReLU weights: its weights cannot tell ReLU from LeakyReLU, "
+    "and the two compute different pictures, so it is not guessed; declare it in the file: "
+    "torch.save({'params': state_dict, 'act_type': 'relu'}, 'model.pth') (or 'leakyrelu'; "
+    "a .safetensors file: metadata {'act_type': 'relu'}), or export it to ncnn, whose graph "
+    "tells")
+_SPANDREL_GROWTH = 32  # the growth channels spandrel's ESRGAN class builds
+
+
+def _channels_refusal(spec: NetworkSpec) -> str:
+    kinds = {1: "grayscale", 3: "RGB", 4: "RGBA"}
+    given = " -> ".join(f"{n} ({kinds.get(n, 'channels')})"
+                        for n in (spec.num_in_ch, spec.num_out_ch))
+    return (f"{spec.describe()} takes and gives {given} channels; vs-coreml-esrgan runs "
+            "networks of 3 channels in and out (every clip is converted to RGB and back): "
+            "use an RGB model")
+
+
+def esrgan_growth_channels(state: Mapping[str, torch.Tensor]) -> int | None:
+    """The growth channels of an ESRGAN state dict (any key layout): the output channels
+    of the first dense block's first convolution; None where there is none."""
+    for key, tensor in state.items():
+        if key.lower().endswith(("rdb1.conv1.0.weight", "rdb1.conv1.weight")) \
+                and getattr(tensor, "ndim", 0) == 4:
+            return int(tensor.shape[0])
+    return None
 
 
 def with_bicubic_resize(spec: NetworkSpec, network: nn.Module, scale: int
@@ -135,6 +178,50 @@ def _load(support: Any, state: dict[str, Any]) -> Any:
     except Exception as exc:  # spandrel's hyperparameter deduction on odd files
         raise ModelError(f"looks like {name}, but spandrel could not build it "
                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _load_esrgan_growth(support: Any, state: dict[str, Any], growth: int) -> Any:
+    """ESRGAN with growth channels other than spandrel's 32: spandrel deduces the other
+    hyperparameters from a stand-in of the same layout with 32 growth channels, and its
+    dense blocks are then rebuilt with ``growth`` and given the real weights."""
+    from spandrel.architectures.__arch_helpers import block
+    from spandrel.architectures.ESRGAN import _to_old_arch
+
+    old = _to_old_arch(state)
+    filters = int(old["model.0.weight"].shape[0])
+    stand_in = {key: _stand_in(key, value, filters) for key, value in old.items()}
+    descriptor = _load(support, stand_in)
+    model, plus = descriptor.model, "ESRGAN+" in descriptor.tags
+    trunk = model.model[1].sub
+    for index in range(len(trunk) - 1):  # the last is the trunk's closing convolution
+        trunk[index] = block.RRDB(nf=filters, kernel_size=3, gc=growth, stride=1, bias=True,
+                                  pad_type="zero", norm_type=None, act_type="leakyrelu",
+                                  mode="CNA", plus=plus)
+    try:
+        model.load_state_dict(old, strict=True)
+    except RuntimeError as exc:
+        detail = str(exc).split("\n", 1)[-1].strip()
+        raise ModelError(f"tensors do not fit {support.architecture.name} with {growth} "
+                         f"growth channels: {detail[:400]}") from None
+    descriptor.tags.append(f"{growth}gc")
+    return descriptor
+
+
+def _stand_in(key: str, value: Any, filters: int) -> Any:
+    """A zero tensor shaped as ``key`` would be with 32 growth channels (dense-block
+    tensors only; the rest as given)."""
+    import re
+
+    found = re.search(r"RDB\d\.conv(\d)\.0\.(weight|bias)$", key)
+    if found is None:
+        if key.endswith("conv1x1.weight"):  # ESRGAN+: filters -> growth, 1x1
+            return torch.zeros(_SPANDREL_GROWTH, *value.shape[1:])
+        return value
+    conv = int(found.group(1))
+    out = filters if conv == 5 else _SPANDREL_GROWTH
+    if found.group(2) == "bias":
+        return torch.zeros(out)
+    return torch.zeros(out, filters + (conv - 1) * _SPANDREL_GROWTH, *value.shape[2:])
 
 
 def _is_plain_compact(state: Mapping[str, Any]) -> bool:

@@ -45,6 +45,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     temporary = holder / target.name
     try:
         yield temporary
+        _modes_from_umask(temporary)
         try:
             os.replace(temporary, target)
         except OSError:
@@ -52,6 +53,30 @@ def atomic_directory(target: Path) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(holder, ignore_errors=True)
+
+
+def _modes_from_umask(root: Path) -> None:
+    """Give a finished entry the modes a plain file and directory get from the user's
+    umask: the temporary directory it was built in is private (mode 0700), and so is
+    what some writers create inside (0600)."""
+    mask = current_umask()
+    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
+    for path in paths:
+        if path.is_symlink():
+            continue
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS tells (Linux's
+    /proc/self/status); elsewhere set and restored at once."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # What this project puts in the cache (see coreml/cached.py, backends/coreml_backend.py and

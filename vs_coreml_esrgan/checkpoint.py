@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .network_spec import Activation, ModelError, NetworkSpec
+from .network_spec import ACTIVATIONS, Activation, ModelError, NetworkSpec
 
 if TYPE_CHECKING:
     import torch
@@ -39,17 +40,27 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     checkpoint is untrusted input) and ``.safetensors``. Raises ModelError naming the file
     for anything else.
     """
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | os.PathLike[str]
+                    ) -> tuple[dict[str, torch.Tensor], Activation | None]:
+    """:func:`read_state_dict`'s tensors, and the activation the file declares: an
+    ``act_type`` entry ('relu', 'leakyrelu' or 'prelu') beside the tensors of a ``.pth``
+    or in a ``.safetensors`` file's metadata; None where it declares none."""
     path = Path(path)
-    if path.is_dir():
-        raise ModelError(f"{path} is a directory, not a model file: expected {_EXPECTED}")
-    if not path.is_file():
-        raise ModelError(f"model file {str(path)!r} does not exist")
-    raw = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    check_model_file(path)
+    if path.suffix.lower() == ".safetensors":
+        raw, declared = _read_safetensors(path), _safetensors_metadata(path).get("act_type")
+    else:
+        raw = _read_torch(path)
+        declared = raw.get("act_type") if isinstance(raw, dict) else None
     import torch
     from spandrel import canonicalize_state_dict
 
     if isinstance(raw, dict):
-        raw = canonicalize_state_dict(raw)
+        raw = canonicalize_state_dict(
+            {k: v for k, v in raw.items() if not (k == "act_type" and isinstance(v, str))})
     if not isinstance(raw, dict) or not raw:
         raise ModelError(f"{path}: expected a dict of tensors, found {type(raw).__name__}"
                          + (" (empty)" if isinstance(raw, dict) else ""))
@@ -57,7 +68,10 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not tensors:
         found = ", ".join(f"{k}: {type(v).__name__}" for k, v in list(raw.items())[:5])
         raise ModelError(f"{path}: expected tensors, found {found}")
-    return tensors
+    if declared is not None and declared not in ACTIVATIONS:
+        raise ModelError(f"{path}: act_type {declared!r} is not one of "
+                         f"{', '.join(ACTIVATIONS)}")
+    return tensors, declared
 
 
 def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = None
@@ -66,18 +80,23 @@ def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = No
     architecture (through spandrel), build the network, load the weights.
 
     ``act_type``: a Compact network's activation where its weights cannot tell (ReLU or
-    LeakyReLU; LeakyReLU is assumed). Raises ModelError naming the file when it is missing,
+    LeakyReLU), as the file itself may declare it (:func:`read_checkpoint`); an ncnn graph
+    tells it. A Compact network without PReLU weights whose activation nobody tells is
+    refused rather than guessed. Raises ModelError naming the file when it is missing,
     unreadable, not a known architecture, or when its tensors do not fit the detected
     network.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ModelError(f"{path} is a directory, not a model file: expected {_EXPECTED}")
+    check_model_file(path)
     try:
-        if path.suffix == ".param":
+        if path.suffix.lower() == ".param":
             ncnn, state = _read_ncnn(path)
         else:
-            ncnn, state = None, read_state_dict(path)
+            ncnn, (state, declared) = None, read_checkpoint(path)
+            if declared is not None and act_type is not None and declared != act_type:
+                raise ModelError(f"act_type={act_type!r} contradicts the file's own "
+                                 f"act_type {declared!r}")
+            act_type = act_type or declared
         check_finite(state, path)
         spec, network = _build(state, ncnn, act_type)
     except ModelError as exc:
@@ -85,6 +104,24 @@ def load_model(path: str | os.PathLike[str], *, act_type: Activation | None = No
         named = str(path) in message or repr(str(path)) in message
         raise ModelError(message if named else f"{path}: {message}") from None
     return LoadedModel(spec=spec, network=network, path=path)
+
+
+def check_model_file(path: Path) -> None:
+    """ModelError unless ``path`` is a regular file (a symlink to one included): a
+    directory, a device such as /dev/zero, a FIFO or a socket is named as what it is."""
+    if path.is_dir():
+        raise ModelError(f"{path} is a directory, not a model file: expected {_EXPECTED}")
+    if path.is_file():
+        return
+    if not os.path.lexists(path):
+        raise ModelError(f"model file {str(path)!r} does not exist")
+    kind = ("a character device" if path.is_char_device() else
+            "a block device" if path.is_block_device() else
+            "a FIFO (named pipe)" if path.is_fifo() else
+            "a socket" if path.is_socket() else
+            "a broken symbolic link" if path.is_symlink() else "not a regular file")
+    raise ModelError(f"{path} is {kind}, not a model file: expected {_EXPECTED} "
+                     "(a regular file)")
 
 
 def check_finite(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
@@ -124,7 +161,7 @@ def _build(state: dict[str, torch.Tensor], ncnn: NcnnNetwork | None,
 def model_sha256(path: str | os.PathLike[str]) -> str:
     """Hex sha256 identifying a model file's contents (an ncnn model: .param and .bin)."""
     path = Path(path)
-    if path.suffix != ".param":
+    if path.suffix.lower() != ".param":
         return file_sha256(path)
     combined = hashlib.sha256()
     for part in (path, path.with_suffix(".bin")):
@@ -156,18 +193,49 @@ def _read_ncnn(path: Path) -> tuple[NcnnNetwork, dict[str, torch.Tensor]]:
 
 
 def _read_torch(path: Path) -> object:
-    import torch
+    from .torch_file import check_declared_sizes
 
     _check_torch_header(path)
+    check_declared_sizes(path)  # before torch allocates what a forged file declares
+    import torch  # after the checks: a refused file costs no PyTorch start-up
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its notes on pickle protocols are not for users
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe"
         raise ModelError(f"{path}: refused to load: the checkpoint holds objects other than "
-                         f"tensors ({first_line}); re-save its state dict") from None
+                         f"tensors ({_offending(path, exc)}), and unpickling such objects "
+                         "can run code; re-save its state dict alone "
+                         "(torch.save(model.state_dict(), ...)) where it comes from") from None
     except Exception as exc:  # the unpickler fails in many ways on damaged input
         raise ModelError(f"{path}: not a readable PyTorch checkpoint "
                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+# What torch's weights-only unpickler accepts without being told (torch/_weights_only_
+# unpickler.py): its own classes and functions, OrderedDict and the byte decoder.
+_SAFE_GLOBAL_PREFIXES = ("torch ", "torch.", "collections OrderedDict", "_codecs encode")
+
+
+def _offending(path: Path, exc: Exception) -> str:
+    """The classes or functions that made torch refuse a file, by name (never torch's
+    own advice, which is to turn the safety off)."""
+    import re
+
+    from .torch_file import pickle_globals
+
+    named = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    others = [name.replace(" ", ".") for name in pickle_globals(path)
+              if not name.startswith(_SAFE_GLOBAL_PREFIXES)]
+    if named and named.group(1) not in others:
+        others.insert(0, named.group(1))
+    if others:
+        shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4
+                                        else "")
+        return f"it names {shown}"
+    found = re.search(r"(Unsupported operand \d+|Unsupported class \S+)", str(exc))
+    return found.group(1) if found else "an object torch does not load safely"
 
 
 def _check_torch_header(path: Path) -> None:
@@ -177,7 +245,7 @@ def _check_torch_header(path: Path) -> None:
         head = stream.read(16)
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return
-    if path.suffix == ".bin":
+    if path.suffix.lower() == ".bin":
         param = path.with_suffix(".param")
         hint = (f"pass {param.name} instead (the .bin stays beside it)" if param.is_file()
                 else "pass the .param file that belongs to it, with the .bin beside it")
@@ -195,6 +263,13 @@ def _describe_start(head: bytes) -> str:
     if text.isprintable() or all(c.isprintable() or c.isspace() for c in text):
         return f"text {text.strip()[:16]!r}"
     return f"bytes {head[:8].hex(' ')}"
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as reader:
+        return reader.metadata() or {}
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:

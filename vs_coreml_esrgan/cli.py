@@ -1,8 +1,10 @@
-"""The ``vs-coreml-esrgan`` command: upscale, convert, verify, inspect, models, cache."""
+"""The ``vs-coreml-esrgan`` command: upscale, convert, verify, inspect, models, cache
+(the catalogue commands live in cli_catalogue, upscale in cli_upscale)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,9 +12,10 @@ from pathlib import Path
 from .backends import BackendError
 from .backends.coreml_backend import RUNTIMES, UNIT_CHOICES
 from .backends.coreml_plan import COMPUTE_UNITS
+from .cli_catalogue import cmd_cache, cmd_inspect, cmd_models
 from .cli_upscale import add_upscale_parser
 from .errors import UsageError
-from .network_spec import ModelError
+from .network_spec import ModelError, NetworkSpec
 
 PROG = "vs-coreml-esrgan"
 MIN_CONVERT_TILE = 16
@@ -41,26 +44,39 @@ def _resolve(model: str) -> Path:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .coreml.convert import convert_model
+    from .coreml.convert import check_output, convert_model
     from .memory import activation_values, check_fits
 
     if args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
     if min(args.tile) < MIN_CONVERT_TILE:
-        raise UsageError(f"--tile {args.tile[0]}x{args.tile[1]} is too small: tiles of at least "
-                         f"{MIN_CONVERT_TILE} pixels (more than 2 x overlap + 1, 33 for the "
-                         "default overlap of 16) leave room for the network's context")
+        raise UsageError(f"--tile {args.tile[0]}x{args.tile[1]} is too small: tiles of "
+                         f"at least {MIN_CONVERT_TILE} pixels a side")
+    output = check_output(args.output)
     loaded = load_model(_resolve(args.model))
     check_fits(args.tile, args.batch, activation_values(loaded.network, loaded.spec))
     if not loaded.spec.coreml:
         print(f"{PROG}: warning: Core ML conversion of {loaded.spec.describe()} is untested; "
               "check the result with `verify`", file=sys.stderr)
-    output = Path(args.output)
+    _warn_small_tile(args.tile, loaded.spec)
     print(f"converting {loaded.spec.describe()} to {output} (tile {args.tile[0]}x"
           f"{args.tile[1]}, batch {args.batch}, {args.precision}) ...", file=sys.stderr)
     convert_model(loaded, output, tile=args.tile, batch=args.batch, precision=args.precision)
     print(output)
     return 0
+
+
+def _warn_small_tile(tile: tuple[int, int], spec: NetworkSpec) -> None:
+    """The filter's rule (filter.check_tile_overlap) told before converting: a side
+    shorter than 2 x overlap + 1 serves only frames it covers, unless overlap= is lowered."""
+    needed = 2 * spec.default_overlap + 1
+    if min(tile) < needed:
+        print(f"{PROG}: warning: tile {tile[0]}x{tile[1]} is smaller than 2 x overlap + 1 = "
+              f"{needed} ({spec.describe()}'s default overlap is {spec.default_overlap}): "
+              f"the package upscales frames of at most {tile[0]}x{tile[1]} as one tile, "
+              f"larger ones only with overlap={(min(tile) - 1) // 2} or less; use --tile "
+              f"{max(needed, tile[0])}x{max(needed, tile[1])} or larger for any frame size",
+              file=sys.stderr)
 
 
 def _find_source(info) -> Path:
@@ -117,136 +133,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
-    if not args.target.endswith(".mlpackage"):
-        return _inspect_model(args.target)
-    from collections import Counter
-
-    from .coreml.package import check_weights, load_spec, read_package
-
-    info = read_package(args.target)
-    weights = check_weights(args.target)  # a damaged package fails here
-    print(f"{info.path}")
-    print(f"  input  {info.input_name}: {info.input_shape} {info.input_dtype}")
-    print(f"  output {info.output_name}: {info.output_shape} {info.output_dtype}")
-    for key, value in sorted(info.metadata.items()):
-        print(f"  {key}: {value}")
-    function = load_spec(args.target).mlProgram.functions["main"]
-    ops = Counter(op.type for op in function.block_specializations[function.opset].operations
-                  if op.type != "const")
-    print("  operations: " + ", ".join(f"{name} x{count}" for name, count in sorted(ops.items())))
-    print(f"  weights: {weights} tensors, all readable and finite")
-    print(f"  device placement ({args.compute_units}): {_placement_text(args)}")
-    return 0
-
-
-def _placement_text(args: argparse.Namespace) -> str:
-    """Core ML's plan as each device's share of the estimated cost, or why there is none."""
-    if sys.platform != "darwin":
-        return "needs macOS (Core ML's compute plan)"
-    from .backends.coreml_backend import compiled_model
-    from .backends.coreml_plan import placement
-
-    try:
-        return placement(compiled_model(args.target), args.compute_units).describe() \
-            + " of the estimated cost"
-    except BackendError as exc:
-        return f"not available: {exc}"
-
-
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from .checkpoint import check_model_file
     from .doctor import run_doctor
 
+    path = _resolve(args.model)  # an unknown name or a missing file: one line, exit 2
+    if not str(path).lower().endswith(".mlpackage"):
+        check_model_file(path)
     print("running the checks (a minute or more) ...", file=sys.stderr, flush=True)
     print(run_doctor(args.model, args.size).text())
-    return 0
-
-
-def _inspect_model(model: str) -> int:
-    from .checkpoint import load_model
-
-    loaded = load_model(_resolve(model))
-    spec = loaded.spec
-    radius = ("not computed (whole-input normalisation, attention or unknown)"
-              if spec.receptive_radius is None else f"{spec.receptive_radius} pixels")
-    exact = spec.receptive_radius is not None and spec.default_overlap >= spec.receptive_radius
-    coreml = ("converts (parity tested)" if spec.coreml else
-              "untested: `convert` tries and names the failing operation; use backend "
-              "'torch'")
-    print(loaded.path)
-    for label, value in [
-            ("architecture", f"{spec.describe()}"),
-            ("scale", f"x{spec.scale} ({spec.num_in_ch} -> {spec.num_out_ch} channels)"),
-            ("input size", spec.size_requirements),
-            ("fp16", "supported" if spec.supports_half else
-             "not supported: fp32 only (Core ML: GPU / CPU, not the Neural Engine)"),
-            ("receptive radius", radius),
-            ("default overlap", f"{spec.default_overlap}"
-             + (" (tiled = whole frame)" if exact else " (cross-faded; not exact)")),
-            ("tiling", spec.tiling),
-            ("Core ML", coreml)]:
-        print(f"  {label + ':':18}{value}")
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from .cache import entries
-    from .catalogue import KNOWN_MODELS, available_models, user_model_dir
-    from .checkpoint import load_model
-
-    known = {m.name for m in KNOWN_MODELS}
-    found = available_models()
-    print(f"{'name':26} {'scale':>5}  {'architecture':12} {'input size':22} {'fp16':4}  "
-          f"{'Core ML':7} where")
-    unreadable = []
-    for model in found:
-        try:
-            spec = load_model(model.path).spec
-        except (ModelError, OSError) as exc:  # one bad file must not hide the others
-            unreadable.append(f"{model.path}: {str(exc).removeprefix(f'{model.path}: ')}")
-            print(f"{model.name:26} {'?':>5}  {'unreadable':12} {model.origin}: {model.path}")
-            continue
-        print(f"{model.name:26} {'x' + str(spec.scale):>5}  {spec.arch:12} "
-              f"{spec.size_requirements:22} {'yes' if spec.supports_half else 'no':4}  "
-              f"{'yes' if spec.coreml else 'untested':7} {model.origin}: {model.path}")
-    for problem in unreadable:
-        print(f"{PROG}: warning: {problem}", file=sys.stderr)
-    missing = sorted(known - {m.name for m in found})
-    if missing:
-        print(f"not installed: {', '.join(missing)} (pip install 'vs-coreml-esrgan[models]')")
-    print(f"user model directory: {user_model_dir()}")
-    print(f"architectures (spandrel {_spandrel_version()}): {', '.join(_architectures())}; "
-          "Core ML conversion tested: ESRGAN, Compact, SPAN, RealPLKSR")
-    cached = entries()
-    print(f"cache: {len(cached)} entries, {sum(size for _, size in cached) / 1e6:.1f} MB")
-    return 0
-
-
-def _spandrel_version() -> str:
-    import spandrel
-
-    return spandrel.__version__
-
-
-def _architectures() -> list[str]:
-    from spandrel import MAIN_REGISTRY
-
-    return [support.architecture.name for support in MAIN_REGISTRY]
-
-
-def cmd_cache(args: argparse.Namespace) -> int:
-    from .cache import cache_dir, clear, entries, foreign_entries
-
-    if args.clear:
-        print(f"removed {clear()} entries from {cache_dir()}")
-    else:
-        print(cache_dir())
-        for path, size in entries():
-            print(f"  {size / 1e6:8.1f} MB  {path.relative_to(cache_dir())}")
-    others = foreign_entries()
-    if others:
-        print(f"left alone: {len(others)} entries that {PROG} did not make, e.g. "
-              f"{others[0]}", file=sys.stderr)
     return 0
 
 
@@ -303,17 +198,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The exit status of a command whose output pipe closed: 128 + SIGPIPE, as a Unix tool
+# killed by the signal reports.
+BROKEN_PIPE_STATUS = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return status
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # a pipe of the command's own (ffmpeg, a worker)
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+        _silence_stdout()  # `models | head -1`: the reader has what it wanted
+        return BROKEN_PIPE_STATUS
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except (ModelError, BackendError, OSError, ValueError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll reports an error
+    condition on the write end of such a pipe)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll, or stdout is not a file
+        return False
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device, so the interpreter's final flush of what
+    is still buffered does not fail again on the closed pipe."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
 
 
 if __name__ == "__main__":

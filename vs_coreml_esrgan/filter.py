@@ -267,6 +267,8 @@ def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen
         runner = create_mil_backend(package)
     if overlap is None:
         overlap = int(info.metadata.get("overlap", FALLBACK_OVERLAP))
+    check_tile_overlap(info.tile, clip.width, clip.height, overlap,
+                       fix="convert the model again with a larger --tile")
     plan = tiling.plan_tiles(clip.width, clip.height, info.tile, overlap, info.scale)
     return _Setup(backend=runner, plan=plan, batch=info.batch)
 
@@ -296,14 +298,28 @@ def _tile_size(tile: int | Sequence[int] | None, width: int, height: int, overla
     if spec.square and sizes[0] != sizes[1]:
         raise ValueError(f"tile {sizes[0]}x{sizes[1]} is not square, which "
                          f"{spec.describe()} needs")
+    check_tile_overlap(sizes, width, height, overlap)
     for s in sizes:
-        if s < 2 * overlap + 1:
-            raise ValueError(f"tile {s} is smaller than 2 x overlap + 1 = {2 * overlap + 1}; "
-                             "use a larger tile or a smaller overlap")
         if s % spec.multiple_of or s < spec.minimum:
             raise ValueError(f"tile {s} does not meet the size requirements of "
                              f"{spec.describe()}: {spec.size_requirements}")
     return sizes[0], sizes[1]
+
+
+def check_tile_overlap(tile: tuple[int, int], width: int, height: int, overlap: int, *,
+                       fix: str = "use a larger tile") -> None:
+    """The one rule for explicit, automatic and compiled tiles alike: a tile side shorter
+    than the frame's must hold ``overlap`` context pixels on both sides and one more
+    (``2 * overlap + 1``); a side that covers the frame is one tile on that axis and needs
+    none. ValueError naming the tile, the frame, ``fix`` and the overlap that would do."""
+    for side, length, axis in ((tile[0], width, "wide"), (tile[1], height, "high")):
+        needed = 2 * overlap + 1
+        if side < needed and side < length:
+            raise ValueError(f"tile {side} is smaller than 2 x overlap + 1 = {needed}; "
+                             f"{fix} (at least {needed}, or the whole frame, {length} "
+                             f"pixels {axis}), or pass overlap={(side - 1) // 2} or less "
+                             "(less context: tiled output may then differ from the whole "
+                             "frame's near tile edges)")
 
 
 def _precision_for(spec: NetworkSpec, precision: str, *, explicit: bool = True) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Activation = Literal["prelu", "relu", "leakyrelu"]
+ACTIVATIONS: tuple[Activation, ...] = ("prelu", "relu", "leakyrelu")
 Tiling = Literal["supported", "discouraged", "internal"]
 
 # Overlap for networks whose receptive field is unknown, unbounded (normalisation over the

@@ -143,9 +143,11 @@ def create_torch_backend(network: nn.Module, scale: int, *, device: str | None =
     if precision not in PRECISIONS:
         raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, "
                            f"got {precision!r}")
-    name = device or default_device()
+    name = default_device() if device is None else device
     if not isinstance(name, str) or name.split(":")[0] not in ("cpu", "cuda", "mps"):
-        raise BackendError(f"device must be cpu, cuda[:N] or mps, got {device!r}")
+        hint = f" (a number is not a device: write 'cuda:{name}')" \
+            if isinstance(name, int) and not isinstance(name, bool) else ""
+        raise BackendError(f"device must be cpu, cuda[:N] or mps, got {device!r}{hint}")
     try:
         target = torch.device(name)
     except RuntimeError:

@@ -131,6 +131,17 @@ class _UnshuffledEsrgan(nn.Module):
         return self.model(F.pixel_unshuffle(x, self.factor))
 
 
+def check_output(output: str | os.PathLike[str]) -> Path:
+    """``output`` as a Path; ModelError unless it ends in .mlpackage (any case) and does not
+    exist yet (nothing is overwritten). Callers check before any work starts."""
+    output = Path(output)
+    if output.suffix.lower() != ".mlpackage":
+        raise ModelError(f"output must end in .mlpackage, got {output.name!r}")
+    if os.path.lexists(output):
+        raise ModelError(f"{output} already exists; remove it or choose another name")
+    return output
+
+
 def convert_model(model: LoadedModel, output: str | os.PathLike[str], *,
                   tile: tuple[int, int], batch: int = 1, precision: str = "fp16") -> Path:
     """Convert a loaded model to an ``.mlpackage`` at ``output`` (written atomically:
@@ -140,11 +151,7 @@ def convert_model(model: LoadedModel, output: str | os.PathLike[str], *,
     ``output`` exists (nothing is overwritten).
     """
     ct = import_coremltools()
-    output = Path(output)
-    if output.suffix != ".mlpackage":
-        raise ModelError(f"output must end in .mlpackage, got {output.name}")
-    if output.exists():
-        raise ModelError(f"{output} already exists; remove it or choose another name")
+    output = check_output(output)
     if precision not in PRECISIONS:
         raise ModelError(f"precision must be fp16 or fp32, got {precision!r}")
     spec = model.spec

@@ -102,6 +102,10 @@ def read_package(path: str | os.PathLike[str]) -> PackageInfo:
     metadata = {key.removeprefix(METADATA_PREFIX): value
                 for key, value in spec.description.metadata.userDefined.items()
                 if key.startswith(METADATA_PREFIX)}
+    overlap = metadata.get("overlap")
+    if overlap is not None and not (overlap.isascii() and overlap.isdigit()):
+        raise ModelError(f"{path}: its metadata says overlap {overlap!r}, expected a "
+                         f"non-negative whole number; {_CONVERT_AGAIN}")
     return PackageInfo(path=path, input_name=inputs[0].name, output_name=outputs[0].name,
                        input_shape=in_shape, output_shape=out_shape, input_dtype=in_dtype,
                        output_dtype=out_dtype, metadata=metadata)
