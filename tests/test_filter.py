@@ -343,3 +343,70 @@ def test_filter_instances_on_one_model_do_not_leak(model):
         again = frame_array(upscale(clip, model, tile=16, overlap=4).get_frame(0))
         np.testing.assert_array_equal(again, first)
     assert traced_functions() == before
+
+
+class _ContentBackend:
+    """A network stand-in whose output depends on each tile's content and position:
+    neighbours mixed, channels mixed, upscaled, overshooting [0, 1]."""
+
+    name = "content"
+
+    def __init__(self, scale: int, dtype: type) -> None:
+        self.scale = scale
+        self.input_dtype = np.dtype(dtype)
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        x = tiles.astype(np.float32)
+        mixed = 1.1 * x + 0.3 * np.roll(x, 1, axis=1) - 0.25 * np.roll(x, 2, axis=3) - 0.04
+        up = mixed.repeat(self.scale, axis=2).repeat(self.scale, axis=3)
+        return (up + 0.02 * np.sin(up * 50)).astype(self.input_dtype)
+
+
+_PIPELINE_FORMATS = [vs.RGB24, vs.RGB30, vs.RGB48, vs.RGBH, vs.RGBS, vs.YUV420P8,
+                     vs.YUV420P10, vs.YUV422P10, vs.YUV444P16, vs.YUV444PS, vs.GRAY8,
+                     vs.GRAY16, vs.GRAYH, vs.GRAYS]
+_PIPELINE_PLANS = {  # width, height, tile, overlap, scale, batch
+    "odd-many-tiles": (67, 45, (32, 24), 4, 2, 1),
+    "one-tile": (40, 28, (40, 28), 4, 4, 1),
+    "batch-3": (66, 50, (32, 32), 3, 3, 3),
+    "smaller-than-tile": (22, 18, (32, 32), 4, 2, 1),
+}
+
+
+@pytest.mark.parametrize("tiles", [np.float16, np.float32], ids=["f16", "f32"])
+@pytest.mark.parametrize("plan_name", list(_PIPELINE_PLANS))
+@pytest.mark.parametrize("fmt", _PIPELINE_FORMATS,
+                         ids=[core.get_video_format(f).name for f in _PIPELINE_FORMATS])
+def test_pipeline_equals_the_float_frame_pipeline(fmt, plan_name, tiles):
+    """apply_backend (tiles straight into the frame) against the pipeline of 0e56f30
+    (float32 frame, then clamp, scale, round): within one code value, float formats 1e-6
+    (float16 output: one float16 step)."""
+    from reference_pipeline import reference_upscale
+
+    from vs_coreml_esrgan.filter import apply_backend
+    from vs_coreml_esrgan.tiling import plan_tiles
+
+    width, height, tile, overlap, scale, batch = _PIPELINE_PLANS[plan_name]
+    info = core.get_video_format(fmt)
+    # subsampled formats need even sizes: the largest that fits
+    width = width >> info.subsampling_w << info.subsampling_w
+    height = height >> info.subsampling_h << info.subsampling_h
+    frames = random_rgb(3, height, width, seed=width)
+    source = clip_from_arrays(frames, vs.RGBS)
+    clip = source if fmt == vs.RGBS else core.resize.Bicubic(
+        source, format=fmt, matrix_s=None if info.color_family == vs.RGB else "709")
+    plan = plan_tiles(width, height, tile, overlap, scale)
+    backend = _ContentBackend(scale, tiles)
+    got = apply_backend(clip, backend, plan, batch=batch)
+    expected = reference_upscale(clip, backend, plan, batch=batch)
+    assert (got.format.id, got.width, got.height) == (fmt, width * scale, height * scale)
+    tolerance = 1.0 if info.sample_type == vs.INTEGER else 1e-6
+    for n in range(3):
+        a, b = got.get_frame(n), expected.get_frame(n)
+        for p in range(info.num_planes):
+            x = np.asarray(a[p]).astype(np.float64)
+            y = np.asarray(b[p]).astype(np.float64)
+            if info.bytes_per_sample == 2 and info.sample_type == vs.FLOAT:
+                np.testing.assert_allclose(x, y, rtol=2**-10, atol=1e-6)
+            else:
+                assert np.abs(x - y).max() <= tolerance, (n, p)

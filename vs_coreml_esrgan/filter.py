@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import vapoursynth as vs
 
-from . import colour, frames, tiling
+from . import colour, frames, stitching, tiling
 from .backends import Backend, BackendError
 from .catalogue import DEFAULT_MODEL, is_model_name, resolve_model
 from .memory import activation_values, check_fits, package_activation_values
@@ -377,27 +377,26 @@ def _upscale_lane(rgb: vs.VideoNode, setup: _Setup, name: str, first: int,
 
 
 def _render(source: vs.VideoFrame, target: vs.VideoFrame, setup: _Setup) -> vs.VideoFrame:
-    """One upscaled frame; ValueError for non-finite samples in or out (never written)."""
-    image = frames.read_planes(source)
-    if source.format.sample_type == vs.FLOAT:
-        bad = frames.count_non_finite(image)
-        if bad:
-            raise ValueError(f"the clip's frame holds {bad} NaN or infinite samples; "
-                             "replace them before upscaling (e.g. with std.Expr)")
-    result = tiling.upscale_tiled(image, setup.plan, setup.backend, batch=setup.batch,
-                                  dtype=setup.backend.input_dtype)
-    bad = frames.count_non_finite(result)
-    if bad:
-        cause = ("it overflows float16 (try precision='fp32')"
-                 if setup.backend.input_dtype == np.float16
+    """One upscaled frame; ValueError for non-finite samples in or out (never returned).
+
+    Tiles are cut from the frame in the backend's input type and written straight into
+    the output frame's planes (see :mod:`vs_coreml_esrgan.stitching`).
+    """
+    dtype = setup.backend.input_dtype
+    image = frames.read_tiles_source(source, dtype)
+    # A new frame, not a copy of the blank one: a copy's planes are copied again on the
+    # first write (copy-on-write), a frame-sized pass for nothing.
+    fmt = target.format
+    out = vs.core.create_video_frame(fmt, target.width, target.height)
+    planes = [np.asarray(out[plane]) for plane in range(fmt.num_planes)]
+    try:
+        stitching.upscale_into(image, setup.plan, setup.backend, planes,
+                               peak=frames.peak(fmt), batch=setup.batch, dtype=dtype)
+    except stitching.NonFiniteOutput as exc:
+        cause = ("it overflows float16 (try precision='fp32')" if dtype == np.float16
                  else "its weights are damaged or far too large for float32")
-        raise ValueError(f"the network computed {bad} NaN or infinite values of "
-                         f"{result.size}: {cause}")
-    out = target.copy()
-    frames.write_planes(result, out)
-    props = out.props
-    for key in list(props):
-        del props[key]
+        raise ValueError(f"{exc}: {cause}") from None
+    props = out.props  # a new frame has none
     for key, value in source.props.items():
         if key != "_Alpha":  # an alpha frame of the input size would not fit
             props[key] = value

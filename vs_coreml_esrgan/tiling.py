@@ -208,8 +208,39 @@ def upscale_tiled(image: np.ndarray, plan: TilePlan, infer: Infer, *, batch: int
 
     ``infer`` gets ``(batch, C, th, tw)`` arrays of ``dtype`` and must return
     ``(batch, C', th * scale, tw * scale)``. Returns a float32 ``(C', H * scale, W * scale)``
-    array; values are not clamped. While ``infer`` runs on one batch (in the calling
-    thread), a helper thread cuts out the next batch and stitches in the previous one.
+    array; values are not clamped. (The filter writes tiles straight into frame planes
+    instead: :func:`vs_coreml_esrgan.stitching.upscale_into`.)
+    """
+    height, width = image.shape[1:]
+    scale = plan.x.scale
+    spans = [(sy, sx) for sy in plan.y.spans for sx in plan.x.spans]
+    offsets = list(plan.tiles())
+    out: np.ndarray | None = None
+
+    def stitch(index: int, tile: np.ndarray) -> None:
+        nonlocal out
+        if out is None:
+            out = np.zeros((tile.shape[0], height * scale, width * scale), np.float32)
+        x, y = offsets[index]
+        span_y, span_x = spans[index]
+        _accumulate(out, tile, x * scale, y * scale, span_x, span_y)
+
+    run_tiles(image, plan, infer, stitch, batch=batch, dtype=dtype)
+    assert out is not None
+    return out
+
+
+def run_tiles(image: np.ndarray, plan: TilePlan, infer: Infer,
+              stitch: Callable[[int, np.ndarray], None], *, batch: int = 1,
+              dtype: np.dtype | type = np.float32) -> None:
+    """Cut a ``(C, H, W)`` image into the plan's tiles, run them, and hand each result to
+    ``stitch(tile index, (C', th * scale, tw * scale) output)``, in :meth:`TilePlan.tiles`
+    order, one call at a time.
+
+    ``infer`` gets ``(batch, C, th, tw)`` arrays of ``dtype`` (a short last batch repeats
+    its last tile). While ``infer`` runs on one batch (in the calling thread), a helper
+    thread cuts out the next batch and stitches the previous one. ValueError for an image
+    of the wrong size, ``batch < 1`` or a backend result of the wrong shape.
     """
     channels, height, width = image.shape
     if (width, height) != (plan.x.length, plan.y.length):
@@ -221,10 +252,8 @@ def upscale_tiled(image: np.ndarray, plan: TilePlan, infer: Infer, *, batch: int
     scale = plan.x.scale
     tw, th = plan.tile_size
     offsets = list(plan.tiles())
-    spans = [(sy, sx) for sy in plan.y.spans for sx in plan.x.spans]
     groups = [range(first, min(first + batch, len(offsets)))
               for first in range(0, len(offsets), batch)]
-    out: np.ndarray | None = None
 
     def cut(group: range) -> np.ndarray:
         tiles = np.empty((batch, channels, th, tw), dtype=dtype)
@@ -233,41 +262,34 @@ def upscale_tiled(image: np.ndarray, plan: TilePlan, infer: Infer, *, batch: int
             tiles[i] = source[:, y:y + th, x:x + tw]
         return tiles
 
-    def stitch(group: range, result: np.ndarray) -> None:
-        nonlocal out
+    def stitch_group(group: range, result: np.ndarray) -> None:
         expected = (batch, th * scale, tw * scale)
         if result.ndim != 4 or (result.shape[0], *result.shape[2:]) != expected:
             raise ValueError(f"backend returned shape {result.shape}, expected "
                              f"({batch}, C, {th * scale}, {tw * scale})")
-        if out is None:
-            out = np.zeros((result.shape[1], height * scale, width * scale), np.float32)
         for i, index in enumerate(group):
-            x, y = offsets[index]
-            span_y, span_x = spans[index]
-            _accumulate(out, result[i], x * scale, y * scale, span_x, span_y)
+            stitch(index, result[i])
 
     if len(groups) == 1:  # nothing to overlap
-        stitch(groups[0], infer(cut(groups[0])))
-    else:
-        # Inference stays on the calling thread: runtimes keep per-thread state (OpenMP
-        # teams, oneDNN scratch memory) that a new thread per frame would rebuild, which
-        # cost ~15 % of a 480x270 frame on the CPU.
-        with ThreadPoolExecutor(max_workers=1) as helper:
-            tiles = cut(groups[0])
-            stitched: Future[None] | None = None
-            for index, group in enumerate(groups):
-                upcoming = (helper.submit(cut, groups[index + 1])
-                            if index + 1 < len(groups) else None)
-                result = infer(tiles)
-                if stitched is not None:
-                    stitched.result()  # raises what stitching raised
-                stitched = helper.submit(stitch, group, result)
-                if upcoming is not None:
-                    tiles = upcoming.result()
-            assert stitched is not None
-            stitched.result()
-    assert out is not None
-    return out
+        stitch_group(groups[0], infer(cut(groups[0])))
+        return
+    # Inference stays on the calling thread: runtimes keep per-thread state (OpenMP
+    # teams, oneDNN scratch memory) that a new thread per frame would rebuild, which
+    # cost ~15 % of a 480x270 frame on the CPU.
+    with ThreadPoolExecutor(max_workers=1) as helper:
+        tiles = cut(groups[0])
+        stitched: Future[None] | None = None
+        for index, group in enumerate(groups):
+            upcoming = (helper.submit(cut, groups[index + 1])
+                        if index + 1 < len(groups) else None)
+            result = infer(tiles)
+            if stitched is not None:
+                stitched.result()  # raises what stitching raised
+            stitched = helper.submit(stitch_group, group, result)
+            if upcoming is not None:
+                tiles = upcoming.result()
+        assert stitched is not None
+        stitched.result()
 
 
 def _accumulate(out: np.ndarray, tile: np.ndarray, x0: int, y0: int, span_x: _Span,
