@@ -93,7 +93,7 @@ def upscale_named(name: str, clip: vs.VideoNode,
                          compute_units=compute_units)
     except (ValueError, TypeError, OSError) as exc:
         raise vs.Error(f"{name}: {exc}") from None
-    return restore(_upscale_rgb(rgb, setup, name))
+    return restore(_upscale_rgb(rgb, setup, name, _stitched_format(clip)))
 
 
 def apply_backend(clip: vs.VideoNode, backend: Backend, plan: tiling.TilePlan, *,
@@ -103,7 +103,8 @@ def apply_backend(clip: vs.VideoNode, backend: Backend, plan: tiling.TilePlan, *
     For callers that build or wrap backends themselves (benchmarks, other front ends).
     """
     rgb, restore = colour.to_rgb(clip, _NAME)
-    return restore(_upscale_rgb(rgb, _Setup(backend=backend, plan=plan, batch=batch), _NAME))
+    setup = _Setup(backend=backend, plan=plan, batch=batch)
+    return restore(_upscale_rgb(rgb, setup, _NAME, _stitched_format(clip)))
 
 
 def _check_clip(clip: object) -> None:
@@ -347,25 +348,39 @@ def _is_int(value: object) -> bool:
 _LANES = 2
 
 
-def _upscale_rgb(rgb: vs.VideoNode, setup: _Setup, name: str) -> vs.VideoNode:
+def _stitched_format(clip: vs.VideoNode) -> int:
+    """The RGB format tiles are written into before the clip's own format is restored.
+
+    RGB clips: their own. YUV and GRAY of at most 10 bits: RGBH, half the bytes of RGBS
+    to write and for resize to read back (its rounding error, at most 2**-12, is a quarter
+    of a 10-bit step); deeper or float ones: RGBS.
+    """
+    fmt = clip.format
+    if fmt.color_family == vs.RGB:
+        return fmt.id
+    return vs.RGBH if fmt.sample_type == vs.INTEGER and fmt.bits_per_sample <= 10 else vs.RGBS
+
+
+def _upscale_rgb(rgb: vs.VideoNode, setup: _Setup, name: str, out_format: int) -> vs.VideoNode:
     core = vs.core
     lanes = min(_LANES, core.num_threads, rgb.num_frames)
     if lanes == 1:
-        return _upscale_lane(rgb, setup, name, 0, 1)
+        return _upscale_lane(rgb, setup, name, 0, 1, out_format)
     parts = [_upscale_lane(core.std.SelectEvery(rgb, lanes, k, modify_duration=False),
-                           setup, name, k, lanes) for k in range(lanes)]
+                           setup, name, k, lanes, out_format) for k in range(lanes)]
     # the later lanes are a frame shorter where the length is not a multiple of lanes
     joined = core.std.Interleave(parts, extend=True, modify_duration=False)
     return joined[:rgb.num_frames]
 
 
 def _upscale_lane(rgb: vs.VideoNode, setup: _Setup, name: str, first: int,
-                  step: int) -> vs.VideoNode:
+                  step: int, out_format: int) -> vs.VideoNode:
     """One ModifyFrame instance over frames ``first, first + step, ...`` of the clip
-    (``rgb`` holds just those), naming the clip's own frame numbers in errors."""
+    (``rgb`` holds just those), naming the clip's own frame numbers in errors; frames of
+    ``out_format``."""
     scale = setup.backend.scale
     blank = vs.core.std.BlankClip(rgb, width=rgb.width * scale, height=rgb.height * scale,
-                                  keep=True)
+                                  format=out_format, keep=True)
 
     def upscale_frame(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         try:

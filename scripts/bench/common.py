@@ -11,9 +11,13 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_OUT_DIR = ROOT / "docs" / "benchmarks"
@@ -77,3 +81,42 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+@dataclass
+class TimedBackend:
+    """Wraps a backend and measures how long it is busy: the union of the intervals in
+    which at least one call is in progress. With several VapourSynth threads a call can
+    wait for another (backends serialise their calls); counting each call's own wall time
+    would count that wait twice and could exceed the wall time."""
+
+    inner: object
+    seconds: float = 0.0
+    calls: int = 0
+    _active: int = 0
+    _since: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __getattr__(self, attribute: str):  # name, scale, input_dtype: the wrapped one's
+        if attribute in ("inner", "_lock"):  # not set yet (construction): no recursion
+            raise AttributeError(attribute)
+        return getattr(self.inner, attribute)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.seconds, self.calls = 0.0, 0
+            self._since = time.perf_counter()
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if self._active == 0:
+                self._since = time.perf_counter()
+            self._active += 1
+        try:
+            return self.inner(tiles)
+        finally:
+            with self._lock:
+                self._active -= 1
+                self.calls += 1
+                if self._active == 0:
+                    self.seconds += time.perf_counter() - self._since
