@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import vapoursynth as vs
-from conftest import compact, random_network, rrdb
+from conftest import compact, random_network, rrdb, span
 from vs_helpers import clip_from_arrays, frame_array, random_rgb
 
 from vs_coreml_esrgan import upscale
@@ -410,3 +410,20 @@ def test_pipeline_equals_the_float_frame_pipeline(fmt, plan_name, tiles):
                 np.testing.assert_allclose(x, y, rtol=2**-10, atol=1e-6)
             else:
                 assert np.abs(x - y).max() <= tolerance, (n, p)
+
+
+@pytest.mark.parametrize(("net", "width", "height"),
+                         [(span(scale=2, std=0.1), 45, 31), (rrdb(scale=2), 44, 28)],
+                         ids=["span-odd", "esrgan-x2"])
+def test_tile_larger_than_the_frame_is_the_frame_for_torch(make_checkpoint, net, width,
+                                                           height):
+    """tile=512 on a small clip (the README's own example): torch takes any size, so the
+    frame is not padded and every edge equals the whole-frame result (at 0e56f30 the
+    right and bottom edges differed by up to 1.0 for this SPAN: the frame was
+    reflect-padded on one side). ESRGAN x2 unshuffles pixels: sizes in multiples of 4."""
+    frames = random_rgb(1, height, width, seed=11)
+    out = upscale(clip_from_arrays(frames, vs.RGBS), make_checkpoint(net), tile=512,
+                  precision="fp32", overlap=4)
+    with torch.inference_mode():
+        expected = random_network(net)(torch.from_numpy(frames[0])[None]).clamp(0, 1)
+    np.testing.assert_allclose(frame_array(out.get_frame(0)), expected.numpy()[0], atol=1e-5)

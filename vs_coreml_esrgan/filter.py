@@ -187,6 +187,11 @@ def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
     spec = loaded.spec
     overlap = spec.default_overlap if overlap is None else overlap
     tile_size = _tile_size(tile, clip.width, clip.height, overlap, spec)
+    # torch takes any size: a tile larger than the frame is the frame (no padding to
+    # change its edges)
+    tile_size = tiling.fit_tile_to_frame(tile_size, clip.width, clip.height,
+                                         multiple_of=spec.multiple_of, minimum=spec.minimum,
+                                         square=spec.square)
     plan = tiling.plan_tiles(clip.width, clip.height, tile_size, overlap, spec.scale)
     batch = min(batch, plan.num_tiles)  # more would only repeat the last tile
     check_fits(tile_size, batch, activation_values(loaded.network, spec), hint=_SMALLER)

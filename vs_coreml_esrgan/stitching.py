@@ -114,10 +114,9 @@ class FrameWriter:
         if tile.shape[0] != len(self._planes):
             raise ValueError(f"backend returned {tile.shape[0]} channels, the frame has "
                              f"{len(self._planes)} planes")
-        scale = self._plan.x.scale
         row, column = divmod(index, self._columns)
-        y0 = self._plan.y.starts[row] * scale
-        x0 = self._plan.x.starts[column] * scale
+        y0 = self._plan.y.output_origin(row)
+        x0 = self._plan.x.output_origin(column)
         for yp in self._y_pieces[row]:
             for xp in self._x_pieces[column]:
                 src = tile[:, yp.start - y0:yp.stop - y0, xp.start - x0:xp.stop - x0]

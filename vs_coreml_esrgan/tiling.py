@@ -12,8 +12,12 @@ weight is zero); in the middle of every overlap the two tiles cross-fade linearl
 receptive radius is at most ``overlap`` gives the same result tiled as on the whole frame.
 
 Tiles are shifted inward at the frame's edges, never padded, when the frame is at least a
-tile large; a frame axis shorter than the tile is padded by reflection (edge replication
-for a one-pixel axis) up to the tile size.
+tile large; a frame axis shorter than the tile (a fixed-size Core ML package on a small
+clip) is padded by reflection (edge replication for a one-pixel axis) at its end up to
+the tile size. (Padding both sides, centred, was measured: the largest error stays the
+same, since an edge's error no longer grows once the padding exceeds the network's reach,
+and twice the area is wrong; see the README.) Backends that take any size get tiles no
+larger than the frame (:func:`fit_tile_to_frame`) and need no padding.
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ class AxisPlan:
     @property
     def padded_length(self) -> int:
         return max(self.length, self.tile)
+
+    def output_origin(self, k: int) -> int:
+        """Where tile k's output starts, in output pixels."""
+        return self.starts[k] * self.scale
 
 
 @dataclass(frozen=True)
@@ -202,6 +210,24 @@ def pad_to_tile(image: np.ndarray, plan: TilePlan) -> np.ndarray:
     return np.pad(image, ((0, 0), (0, pad_y), (0, pad_x)), mode=mode)
 
 
+def fit_tile_to_frame(tile: tuple[int, int], width: int, height: int, *,
+                      multiple_of: int = 1, minimum: int = 0,
+                      square: bool = False) -> tuple[int, int]:
+    """``tile = (tw, th)`` shrunk, per axis, to the frame rounded up to ``multiple_of``
+    (at least ``minimum``): for backends that take any input size, a tile larger than the
+    frame is the frame, and the frame needs no padding (or only up to the model's
+    multiple). ``square``: both sides the larger of the two. Never grows a tile."""
+    def fit(size: int, length: int) -> int:
+        wanted = max(-(-length // multiple_of) * multiple_of, minimum)
+        return min(size, -(-wanted // multiple_of) * multiple_of)
+
+    fitted = (fit(tile[0], width), fit(tile[1], height))
+    if square:
+        side = min(max(fitted), min(tile))
+        return side, side
+    return fitted
+
+
 def upscale_tiled(image: np.ndarray, plan: TilePlan, infer: Infer, *, batch: int = 1,
                   dtype: np.dtype | type = np.float32) -> np.ndarray:
     """Upscale a ``(C, H, W)`` float image tile by tile.
@@ -213,17 +239,16 @@ def upscale_tiled(image: np.ndarray, plan: TilePlan, infer: Infer, *, batch: int
     """
     height, width = image.shape[1:]
     scale = plan.x.scale
-    spans = [(sy, sx) for sy in plan.y.spans for sx in plan.x.spans]
-    offsets = list(plan.tiles())
+    columns = len(plan.x.starts)
     out: np.ndarray | None = None
 
     def stitch(index: int, tile: np.ndarray) -> None:
         nonlocal out
         if out is None:
             out = np.zeros((tile.shape[0], height * scale, width * scale), np.float32)
-        x, y = offsets[index]
-        span_y, span_x = spans[index]
-        _accumulate(out, tile, x * scale, y * scale, span_x, span_y)
+        row, column = divmod(index, columns)
+        _accumulate(out, tile, plan.x.output_origin(column), plan.y.output_origin(row),
+                    plan.x.spans[column], plan.y.spans[row])
 
     run_tiles(image, plan, infer, stitch, batch=batch, dtype=dtype)
     assert out is not None
