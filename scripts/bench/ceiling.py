@@ -186,18 +186,21 @@ def _report(cases: list[Case], runs: dict[str, dict[str, list[float]]], frames: 
             old_median, old_low, old_high = common.median_spread(runs["old"][case.key])
             row[1:1] = [f"{old_median * 1000:.0f} ({old_low * 1000:.0f}-"
                         f"{old_high * 1000:.0f})"]
-            row.append(f"{old_median / new_median:.2f}x")
+            ratios = [o / n for o, n in zip(runs["old"][case.key], runs["new"][case.key],
+                                            strict=True)]
+            ratio, low, high = common.median_spread(ratios)
+            row.append(f"{ratio:.2f}x ({low:.2f}-{high:.2f})")
         rows.append(row)
     header = ["frame", "ms/frame (min-max)", "fps", "floor ms", "to floor"]
     if against:
         header = ["frame", f"{against} ms/frame", "this ms/frame", "fps", "floor ms",
-                  "to floor", "speed-up"]
+                  "to floor", "speed-up (min-max)"]
     method = (f"Instant backend through apply_backend(batch=1), tiles of at most 512 with "
               f"overlap {OVERLAP}, blank clips, {vs_threads} VapourSynth threads, "
               f"{common.WARM_UP_FRAMES} warm-up + {frames} timed frames per case and round, "
               f"{rounds} rounds, each in a fresh process"
-              + (", the two pipelines alternating (order swapped every round)"
-                 if against else "")
+              + (", the two pipelines alternating (order swapped every round); speed-up: "
+                 "the median of the rounds' ratios" if against else "")
               + ". Floor: one numpy copy of the output frame's planes, one thread. "
               f"Machine: {common.machine()}.")
     return f"{common.markdown_table(header, rows)}\n\n{method}\n"
