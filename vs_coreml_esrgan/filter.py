@@ -410,8 +410,9 @@ def _render(source: vs.VideoFrame, target: vs.VideoFrame, setup: _Setup) -> vs.V
     out = vs.core.create_video_frame(fmt, target.width, target.height)
     planes = [np.asarray(out[plane]) for plane in range(fmt.num_planes)]
     try:
-        stitching.upscale_into(image, setup.plan, setup.backend, planes,
-                               peak=frames.peak(fmt), batch=setup.batch, dtype=dtype)
+        if not _stitched_on_device(image, planes, frames.peak(fmt), setup):
+            stitching.upscale_into(image, setup.plan, setup.backend, planes,
+                                   peak=frames.peak(fmt), batch=setup.batch, dtype=dtype)
     except stitching.NonFiniteOutput as exc:
         cause = ("it overflows float16 (try precision='fp32')" if dtype == np.float16
                  else "its weights are damaged or far too large for float32")
@@ -421,6 +422,24 @@ def _render(source: vs.VideoFrame, target: vs.VideoFrame, setup: _Setup) -> vs.V
         if key != "_Alpha":  # an alpha frame of the input size would not fit
             props[key] = value
     return out
+
+
+def _stitched_on_device(image: np.ndarray, planes: list[np.ndarray], peak: int,
+                        setup: _Setup) -> bool:
+    """For backends on a GPU (torch CUDA / MPS): cut and stitch there when the frame fits
+    (see device_stitching.py); False where the host's writer is to run."""
+    backend = setup.backend
+    if not getattr(backend, "stitches_on_device", False):
+        return False
+    from . import device_stitching
+
+    needed = device_stitching.frame_bytes(setup.plan, len(planes), setup.batch)
+    if not device_stitching.fits(backend.device, needed):
+        return False
+    device_stitching.upscale_on_device(image, setup.plan, backend.run_tensor, planes,
+                                       peak=peak, batch=setup.batch, device=backend.device,
+                                       dtype=backend.dtype)
+    return True
 
 
 __all__ = ["BackendError", "ModelError", "upscale", "upscale_named"]
