@@ -190,17 +190,20 @@ def _report(cases: list[Case], runs: dict[str, dict[str, list[float]]], frames: 
                                             strict=True)]
             ratio, low, high = common.median_spread(ratios)
             row.append(f"{ratio:.2f}x ({low:.2f}-{high:.2f})")
+            row.append(f"{old_low / new_low:.2f}x")
         rows.append(row)
     header = ["frame", "ms/frame (min-max)", "fps", "floor ms", "to floor"]
     if against:
         header = ["frame", f"{against} ms/frame", "this ms/frame", "fps", "floor ms",
-                  "to floor", "speed-up (min-max)"]
+                  "to floor", "speed-up (min-max)", "fastest / fastest"]
     method = (f"Instant backend through apply_backend(batch=1), tiles of at most 512 with "
               f"overlap {OVERLAP}, blank clips, {vs_threads} VapourSynth threads, "
               f"{common.WARM_UP_FRAMES} warm-up + {frames} timed frames per case and round, "
               f"{rounds} rounds, each in a fresh process"
               + (", the two pipelines alternating (order swapped every round); speed-up: "
-                 "the median of the rounds' ratios" if against else "")
+                 "the median of the rounds' ratios; fastest / fastest: the ratio of each "
+                 "pipeline's fastest round (the least disturbed by other work)"
+                 if against else "")
               + ". Floor: one numpy copy of the output frame's planes, one thread. "
               f"Machine: {common.machine()}.")
     return f"{common.markdown_table(header, rows)}\n\n{method}\n"
