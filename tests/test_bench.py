@@ -82,9 +82,11 @@ def test_ceiling_benchmark_alternates_with_a_commit(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("round ") == 4  # 2 rounds x (this checkout, HEAD)
     table = out.read_text()
+    times = r"[0-9]+ \([0-9]+-[0-9]+\)"
+    ratio = r"[0-9.]+x \([0-9.]+-[0-9.]+\)"
     for frame in ("720x480 -> x4 YUV420P8, f16 tiles", "720x480 -> x4 RGBH, f32 tiles"):
-        assert re.search(rf"\| {re.escape(frame)} \| [0-9]+ \([0-9]+-[0-9]+\) \| [0-9]+ "
-                         r"\([0-9]+-[0-9]+\) \| [0-9.]+ \| [0-9.]+ \| [0-9.]+x \| [0-9.]+x "
-                         r"\([0-9.]+-[0-9.]+\) \| [0-9.]+x \|",
-                         table), table
+        # old, new wall; fps; old, new CPU; floor; to floor; speed-up, fastest, CPU speed-up
+        assert re.search(rf"\| {re.escape(frame)} \| {times} \| {times} \| [0-9.]+ \| "
+                         rf"{times} \| {times} \| [0-9.]+ \| [0-9.]+x \| {ratio} \| "
+                         rf"[0-9.]+x \| {ratio} \|", table), table
     assert "alternating" in table

@@ -80,8 +80,12 @@ class InstantBackend:
         return self._out
 
 
-def measure(case: Case, frames: int, vs_threads: int) -> float:
-    """Seconds per frame of ``case`` through apply_backend (after warm-up frames)."""
+def measure(case: Case, frames: int, vs_threads: int) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (all threads, user + system) per frame of ``case``
+    through apply_backend (after warm-up frames). CPU time is the work done, which other
+    processes on a shared machine disturb less than the wall time."""
+    import resource
+
     import vapoursynth as vs
 
     from vs_coreml_esrgan import choose_tile_size, plan_tiles
@@ -98,8 +102,11 @@ def measure(case: Case, frames: int, vs_threads: int) -> float:
     backend = InstantBackend(scale, np.float16 if case.tiles == "f16" else np.float32, tile)
     out = apply_backend(clip, backend, plan, batch=1)
     common.fetch(out, 0, common.WARM_UP_FRAMES)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     wall, _ = common.timed_fetch(out, common.WARM_UP_FRAMES, length)
-    return wall / frames
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return wall / frames, cpu / frames
 
 
 def floor(case: Case, repeats: int = 5) -> float:
@@ -126,12 +133,14 @@ def floor(case: Case, repeats: int = 5) -> float:
 
 
 def _child(job: dict) -> list[dict]:
-    return [{"case": key, "s_per_frame": measure(Case.parse(key), job["frames"],
-                                                 job["vs_threads"])}
-            for key in job["cases"]]
+    rows = []
+    for key in job["cases"]:
+        wall, cpu = measure(Case.parse(key), job["frames"], job["vs_threads"])
+        rows.append({"case": key, "s_per_frame": wall, "cpu_per_frame": cpu})
+    return rows
 
 
-def _run_child(package_root: Path, job: dict) -> dict[str, float]:
+def _run_child(package_root: Path, job: dict) -> dict[str, tuple[float, float]]:
     """Run the cases in a fresh process importing vs_coreml_esrgan from package_root."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(package_root), str(common.ROOT / "scripts")])
@@ -140,7 +149,8 @@ def _run_child(package_root: Path, job: dict) -> dict[str, float]:
                             check=False, cwd=tempfile.gettempdir())
     if result.returncode != 0:
         raise RuntimeError(f"child on {package_root} failed:\n{result.stderr[-3000:]}")
-    return {row["case"]: row["s_per_frame"] for row in json.loads(result.stdout)}
+    return {row["case"]: (row["s_per_frame"], row["cpu_per_frame"])
+            for row in json.loads(result.stdout)}
 
 
 def _archive(commit: str, into: Path) -> Path:
@@ -153,11 +163,14 @@ def _archive(commit: str, into: Path) -> Path:
     return into
 
 
+Rounds = dict[str, dict[str, list[tuple[float, float]]]]  # pipeline -> case -> (wall, cpu)
+
+
 def run(cases: list[Case], frames: int, rounds: int, vs_threads: int,
         against: str | None) -> str:
     """Measure and return the markdown report."""
     job = {"cases": [c.key for c in cases], "frames": frames, "vs_threads": vs_threads}
-    runs: dict[str, dict[str, list[float]]] = {"new": {c.key: [] for c in cases}}
+    runs: Rounds = {"new": {c.key: [] for c in cases}}
     with tempfile.TemporaryDirectory() as work:
         roots = {"new": common.ROOT}
         if against:
@@ -173,39 +186,53 @@ def run(cases: list[Case], frames: int, rounds: int, vs_threads: int,
     return _report(cases, runs, frames, rounds, vs_threads, against)
 
 
-def _report(cases: list[Case], runs: dict[str, dict[str, list[float]]], frames: int,
-            rounds: int, vs_threads: int, against: str | None) -> str:
+def _ms(values: list[float]) -> str:
+    """'median (min-max)' in milliseconds."""
+    median, low, high = common.median_spread(values)
+    return f"{median * 1000:.0f} ({low * 1000:.0f}-{high * 1000:.0f})"
+
+
+def _report(cases: list[Case], runs: Rounds, frames: int, rounds: int, vs_threads: int,
+            against: str | None) -> str:
     rows = []
     for case in cases:
-        new_median, new_low, new_high = common.median_spread(runs["new"][case.key])
+        wall = [w for w, _ in runs["new"][case.key]]
+        cpu = [c for _, c in runs["new"][case.key]]
+        median = common.median_spread(wall)[0]
         floor_ms = floor(case) * 1000
-        row = [str(case), f"{new_median * 1000:.0f} ({new_low * 1000:.0f}-"
-               f"{new_high * 1000:.0f})", f"{1 / new_median:.1f}", f"{floor_ms:.1f}",
-               f"{new_median * 1000 / floor_ms:.1f}x"]
+        row = [str(case), _ms(wall), f"{1 / median:.1f}", _ms(cpu), f"{floor_ms:.1f}",
+               f"{median * 1000 / floor_ms:.1f}x"]
         if against:
-            old_median, old_low, old_high = common.median_spread(runs["old"][case.key])
-            row[1:1] = [f"{old_median * 1000:.0f} ({old_low * 1000:.0f}-"
-                        f"{old_high * 1000:.0f})"]
-            ratios = [o / n for o, n in zip(runs["old"][case.key], runs["new"][case.key],
-                                            strict=True)]
-            ratio, low, high = common.median_spread(ratios)
+            old_wall = [w for w, _ in runs["old"][case.key]]
+            old_cpu = [c for _, c in runs["old"][case.key]]
+            row[1:1] = [_ms(old_wall)]
+            row[4:4] = [_ms(old_cpu)]
+            ratio, low, high = common.median_spread(
+                [o / n for o, n in zip(old_wall, wall, strict=True)])
             row.append(f"{ratio:.2f}x ({low:.2f}-{high:.2f})")
-            row.append(f"{old_low / new_low:.2f}x")
+            row.append(f"{min(old_wall) / min(wall):.2f}x")
+            ratio, low, high = common.median_spread(
+                [o / n for o, n in zip(old_cpu, cpu, strict=True)])
+            row.append(f"{ratio:.2f}x ({low:.2f}-{high:.2f})")
         rows.append(row)
-    header = ["frame", "ms/frame (min-max)", "fps", "floor ms", "to floor"]
+    header = ["frame", "ms/frame", "fps", "CPU ms/frame", "floor ms", "to floor"]
     if against:
-        header = ["frame", f"{against} ms/frame", "this ms/frame", "fps", "floor ms",
-                  "to floor", "speed-up (min-max)", "fastest / fastest"]
+        header = ["frame", f"{against} ms/frame", "this ms/frame", "fps",
+                  f"{against} CPU ms/frame", "this CPU ms/frame", "floor ms", "to floor",
+                  "speed-up", "fastest / fastest", "CPU speed-up"]
     method = (f"Instant backend through apply_backend(batch=1), tiles of at most 512 with "
               f"overlap {OVERLAP}, blank clips, {vs_threads} VapourSynth threads, "
               f"{common.WARM_UP_FRAMES} warm-up + {frames} timed frames per case and round, "
               f"{rounds} rounds, each in a fresh process"
-              + (", the two pipelines alternating (order swapped every round); speed-up: "
-                 "the median of the rounds' ratios; fastest / fastest: the ratio of each "
-                 "pipeline's fastest round (the least disturbed by other work)"
+              + (", the two pipelines alternating (order swapped every round)"
                  if against else "")
-              + ". Floor: one numpy copy of the output frame's planes, one thread. "
-              f"Machine: {common.machine()}.")
+              + ". Times: median (min-max) over the rounds; ms/frame is wall time, CPU "
+              "ms/frame the process's user + system time (all threads) per frame"
+              + ("; speed-up and CPU speed-up: the median (min-max) of the rounds' ratios; "
+                 "fastest / fastest: the ratio of each pipeline's fastest round (the least "
+                 "disturbed by other work)" if against else "")
+              + ". Floor: one numpy copy of the output frame's planes, one thread; to "
+              f"floor: ms/frame / floor. Machine: {common.machine()}.")
     return f"{common.markdown_table(header, rows)}\n\n{method}\n"
 
 
