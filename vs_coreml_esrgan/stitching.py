@@ -21,7 +21,7 @@ from itertools import pairwise
 import numpy as np
 
 from .pixel_kernels import ADD, DIRECT, FINISH, STORE, Kernels, best_kernels
-from .tiling import AxisPlan, Infer, TilePlan, _Span, run_tiles
+from .tiling import AxisPlan, Infer, Span, TilePlan, run_tiles
 
 
 class NonFiniteOutput(ValueError):
@@ -68,7 +68,7 @@ def axis_pieces(axis: AxisPlan) -> tuple[tuple[tuple[_Piece, ...], ...],
     return tuple(per_tile), bands
 
 
-def _piece(span: _Span, start: int, stop: int, band: int | None, before: bool,
+def _piece(span: Span, start: int, stop: int, band: int | None, before: bool,
            after: bool) -> _Piece | None:
     if stop <= start:
         return None

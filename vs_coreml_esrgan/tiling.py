@@ -35,7 +35,7 @@ DEFAULT_MAX_TILE = 512
 
 
 @dataclass(frozen=True)
-class _Span:
+class Span:
     """Where one tile's output lands along one axis (output pixels)."""
 
     start: int  # first output pixel with a non-zero weight
@@ -55,7 +55,7 @@ class AxisPlan:
     overlap: int
     feather: int
     scale: int
-    spans: tuple[_Span, ...] = field(repr=False, compare=False)
+    spans: tuple[Span, ...] = field(repr=False, compare=False)
 
     @property
     def padded_length(self) -> int:
@@ -131,7 +131,7 @@ def plan_axis(length: int, tile: int, overlap: int, scale: int,
 
 
 def _spans(length: int, tile: int, starts: tuple[int, ...], feather: int,
-           scale: int) -> Iterator[_Span]:
+           scale: int) -> Iterator[Span]:
     # Cross-fade k happens around the middle of the overlap of tiles k and k + 1, in output
     # pixels [centre - half, centre + half).
     centres = [(starts[k + 1] + starts[k] + tile) * scale / 2 for k in range(len(starts) - 1)]
@@ -149,7 +149,7 @@ def _spans(length: int, tile: int, starts: tuple[int, ...], feather: int,
         flat = np.flatnonzero(weights == 1.0)
         flat_start, flat_stop = (start + int(flat[0]), start + int(flat[-1]) + 1) if flat.size \
             else (start, start)
-        yield _Span(start=start, stop=stop, flat_start=flat_start, flat_stop=flat_stop,
+        yield Span(start=start, stop=stop, flat_start=flat_start, flat_stop=flat_stop,
                     weights=weights.astype(np.float32))
 
 
@@ -317,8 +317,8 @@ def run_tiles(image: np.ndarray, plan: TilePlan, infer: Infer,
         stitched.result()
 
 
-def _accumulate(out: np.ndarray, tile: np.ndarray, x0: int, y0: int, span_x: _Span,
-                span_y: _Span) -> None:
+def _accumulate(out: np.ndarray, tile: np.ndarray, x0: int, y0: int, span_x: Span,
+                span_y: Span) -> None:
     """Add one upscaled tile, placed at output (x0, y0), into ``out`` with its weights.
 
     The weight-one core is copied; only the cross-fade bands are multiplied.
@@ -336,7 +336,7 @@ def _accumulate(out: np.ndarray, tile: np.ndarray, x0: int, y0: int, span_x: _Sp
             out[:, ya:yb, xa:xb] += src * weight
 
 
-def _segments(span: _Span) -> list[tuple[int, int, bool]]:
+def _segments(span: Span) -> list[tuple[int, int, bool]]:
     """[start, stop) pieces of a span, each flagged whether its weight is exactly one."""
     pieces = [(span.start, span.flat_start, False), (span.flat_start, span.flat_stop, True),
               (span.flat_stop, span.stop, False)]
