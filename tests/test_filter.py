@@ -428,3 +428,40 @@ def test_tile_larger_than_the_frame_is_the_frame_for_torch(make_checkpoint, net,
     with torch.inference_mode():
         expected = random_network(net)(torch.from_numpy(frames[0])[None]).clamp(0, 1)
     np.testing.assert_allclose(frame_array(out.get_frame(0)), expected.numpy()[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", [vs.RGB24, vs.RGBH, vs.YUV420P10],
+                         ids=["RGB24", "RGBH", "YUV420P10"])
+def test_pipeline_without_the_native_kernels_uses_the_numpy_twin(monkeypatch, fmt):
+    """Where the C library is missing (not built, Windows) the numpy twin writes the same
+    frames."""
+    from reference_pipeline import reference_upscale
+
+    from vs_coreml_esrgan import filter as filter_module
+    from vs_coreml_esrgan import pixel_kernels
+    from vs_coreml_esrgan.filter import apply_backend
+    from vs_coreml_esrgan.tiling import plan_tiles
+
+    used = []
+    original = pixel_kernels.NumpyKernels.region
+
+    def counted(self, *args):
+        used.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(pixel_kernels, "native_kernels", lambda: None)
+    monkeypatch.setattr(filter_module, "native_kernels", lambda: None)
+    monkeypatch.setattr(pixel_kernels.NumpyKernels, "region", counted)
+    info = core.get_video_format(fmt)
+    source = clip_from_arrays(random_rgb(2, 30, 46, seed=3), vs.RGBS)
+    clip = core.resize.Bicubic(source, format=fmt,
+                               matrix_s=None if info.color_family == vs.RGB else "709")
+    plan = plan_tiles(46, 30, (24, 20), 3, 2)
+    backend = _ContentBackend(2, np.float16)
+    got, expected = apply_backend(clip, backend, plan), reference_upscale(clip, backend, plan)
+    for n in range(2):
+        a, b = got.get_frame(n), expected.get_frame(n)
+        for p in range(info.num_planes):
+            x, y = np.asarray(a[p]).astype(np.float64), np.asarray(b[p]).astype(np.float64)
+            assert np.abs(x - y).max() <= (1 if info.sample_type == vs.INTEGER else 0), (n, p)
+    assert used
