@@ -437,7 +437,6 @@ def test_pipeline_without_the_native_kernels_uses_the_numpy_twin(monkeypatch, fm
     frames."""
     from reference_pipeline import reference_upscale
 
-    from vs_coreml_esrgan import filter as filter_module
     from vs_coreml_esrgan import pixel_kernels
     from vs_coreml_esrgan.filter import apply_backend
     from vs_coreml_esrgan.tiling import plan_tiles
@@ -450,7 +449,6 @@ def test_pipeline_without_the_native_kernels_uses_the_numpy_twin(monkeypatch, fm
         return original(self, *args)
 
     monkeypatch.setattr(pixel_kernels, "native_kernels", lambda: None)
-    monkeypatch.setattr(filter_module, "native_kernels", lambda: None)
     monkeypatch.setattr(pixel_kernels.NumpyKernels, "region", counted)
     info = core.get_video_format(fmt)
     source = clip_from_arrays(random_rgb(2, 30, 46, seed=3), vs.RGBS)

@@ -22,7 +22,6 @@ from .backends import Backend, BackendError
 from .catalogue import DEFAULT_MODEL, is_model_name, resolve_model
 from .memory import activation_values, check_fits, package_activation_values
 from .network_spec import FALLBACK_OVERLAP, ModelError, NetworkSpec
-from .pixel_kernels import native_kernels
 
 BACKENDS = ("auto", "torch", "coreml", "mil")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -357,16 +356,15 @@ _LANES = 2
 def _stitched_format(clip: vs.VideoNode) -> int:
     """The RGB format tiles are written into before the clip's own format is restored.
 
-    RGB clips: their own. YUV and GRAY of at most 10 bits: RGBH, half the bytes of RGBS
-    to write and for resize to read back (its rounding error, at most 2**-12, is a quarter
-    of a 10-bit step), where the native kernels convert to float16 (numpy's conversion is
-    slower than the bytes saved); deeper or float ones: RGBS.
+    RGB clips: their own. YUV and GRAY of at most 10 bits: RGB48, a third of RGBS's bytes
+    to write and the cheapest for resize to read back (its rounding error, 2**-17, is
+    1/128 of a 10-bit step); deeper or float ones: RGBS.
     """
     fmt = clip.format
     if fmt.color_family == vs.RGB:
         return fmt.id
     shallow = fmt.sample_type == vs.INTEGER and fmt.bits_per_sample <= 10
-    return vs.RGBH if shallow and native_kernels() is not None else vs.RGBS
+    return vs.RGB48 if shallow else vs.RGBS
 
 
 def _upscale_rgb(rgb: vs.VideoNode, setup: _Setup, name: str, out_format: int) -> vs.VideoNode:
