@@ -15,19 +15,21 @@ from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "native"))
-from build_plugin import DEVELOPMENT_DIR, compile_plugin
+from build_plugin import DEVELOPMENT_DIR, compile_kernels, compile_plugin
 
 
 class BuildWithPlugin(build_py):
     def run(self) -> None:
         super().run()
         if sys.platform == "win32":
-            print("the coreml_esrgan namespace plugin is not built on Windows; "
-                  "use vs_coreml_esrgan.upscale from Python")
+            print("the coreml_esrgan namespace plugin and the tile kernels are not built on "
+                  "Windows; use vs_coreml_esrgan.upscale from Python (numpy stitching)")
         elif self.editable_mode:
             compile_plugin(DEVELOPMENT_DIR)
+            compile_kernels(DEVELOPMENT_DIR)
         else:
             compile_plugin(Path(self.build_lib) / "vapoursynth" / "plugins")
+            compile_kernels(Path(self.build_lib) / "vs_coreml_esrgan" / "_native")
 
 
 class BinaryDistribution(Distribution):

@@ -69,3 +69,24 @@ def test_efficiency_benchmark_reports_each_backend(tmp_path):
                                                 abs=1e-3)
         # pipeline efficiency: the backend's busy time (overlapping calls counted once)
         assert 0 < float(cells[8]) <= 1
+
+
+def test_ceiling_benchmark_alternates_with_a_commit(tmp_path):
+    """--ceiling --against: both pipelines measured in alternating rounds, with the floor
+    and the ratios; the report is written where asked."""
+    out = tmp_path / "ceiling.md"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--ceiling",
+                             "--cases", "480p:YUV420P8:f16,480p:RGBH:f32", "--frames", "1",
+                             "--rounds", "2", "--against", "HEAD", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("round ") == 4  # 2 rounds x (this checkout, HEAD)
+    table = out.read_text()
+    times = r"[0-9]+ \([0-9]+-[0-9]+\)"
+    ratio = r"[0-9.]+x \([0-9.]+-[0-9.]+\)"
+    for frame in ("720x480 -> x4 YUV420P8, f16 tiles", "720x480 -> x4 RGBH, f32 tiles"):
+        # old, new wall; fps; old, new CPU; floor; to floor; speed-up, fastest, CPU speed-up
+        assert re.search(rf"\| {re.escape(frame)} \| {times} \| {times} \| [0-9.]+ \| "
+                         rf"{times} \| {times} \| [0-9.]+ \| [0-9.]+x \| {ratio} \| "
+                         rf"[0-9.]+x \| {ratio} \|", table), table
+    assert "alternating" in table

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import vapoursynth as vs
-from conftest import compact, random_network, rrdb
+from conftest import compact, random_network, rrdb, span
 from vs_helpers import clip_from_arrays, frame_array, random_rgb
 
 from vs_coreml_esrgan import upscale
@@ -285,11 +285,12 @@ def test_unsupported_clips(model):
     ({"tile": (True, 64)}, r"tile must be a positive int or \[width, height\], got \(True"),
     ({"overlap": 300}, r"overlap 300 needs tiles of at least 601 pixels, more than the "
                        r"automatic tile size's limit of 512; pass tile="),
-    ({"tile": 10 ** 6}, r"tile 1000000x1000000 with batch 1 needs about .* TiB for the "
+    # torch runs a tile larger than the frame as the frame: 60000x40000 then
+    ({"tile": 10 ** 6}, r"tile 60000x40000 with batch 1 needs about .* for the "
                         r"network, more than this machine's .* of memory; use a smaller"),
 ])
 def test_arguments_that_used_to_fail_per_frame(model, kwargs, message):
-    clip = core.std.BlankClip(format=vs.RGB24, width=6000, height=4000)
+    clip = core.std.BlankClip(format=vs.RGB24, width=60000, height=40000)
     with pytest.raises(vs.Error, match=r"^upscale: " + message):
         upscale(clip, model, **kwargs)
 
@@ -343,3 +344,122 @@ def test_filter_instances_on_one_model_do_not_leak(model):
         again = frame_array(upscale(clip, model, tile=16, overlap=4).get_frame(0))
         np.testing.assert_array_equal(again, first)
     assert traced_functions() == before
+
+
+class _ContentBackend:
+    """A network stand-in whose output depends on each tile's content and position:
+    neighbours mixed, channels mixed, upscaled, overshooting [0, 1]."""
+
+    name = "content"
+
+    def __init__(self, scale: int, dtype: type) -> None:
+        self.scale = scale
+        self.input_dtype = np.dtype(dtype)
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        x = tiles.astype(np.float32)
+        mixed = 1.1 * x + 0.3 * np.roll(x, 1, axis=1) - 0.25 * np.roll(x, 2, axis=3) - 0.04
+        up = mixed.repeat(self.scale, axis=2).repeat(self.scale, axis=3)
+        return (up + 0.02 * np.sin(up * 50)).astype(self.input_dtype)
+
+
+_PIPELINE_FORMATS = [vs.RGB24, vs.RGB30, vs.RGB48, vs.RGBH, vs.RGBS, vs.YUV420P8,
+                     vs.YUV420P10, vs.YUV422P10, vs.YUV444P16, vs.YUV444PS, vs.GRAY8,
+                     vs.GRAY16, vs.GRAYH, vs.GRAYS]
+_PIPELINE_PLANS = {  # width, height, tile, overlap, scale, batch
+    "odd-many-tiles": (67, 45, (32, 24), 4, 2, 1),
+    "one-tile": (40, 28, (40, 28), 4, 4, 1),
+    "batch-3": (66, 50, (32, 32), 3, 3, 3),
+    "smaller-than-tile": (22, 18, (32, 32), 4, 2, 1),
+}
+
+
+@pytest.mark.parametrize("tiles", [np.float16, np.float32], ids=["f16", "f32"])
+@pytest.mark.parametrize("plan_name", list(_PIPELINE_PLANS))
+@pytest.mark.parametrize("fmt", _PIPELINE_FORMATS,
+                         ids=[core.get_video_format(f).name for f in _PIPELINE_FORMATS])
+def test_pipeline_equals_the_float_frame_pipeline(fmt, plan_name, tiles):
+    """apply_backend (tiles straight into the frame) against the pipeline of 0e56f30
+    (float32 frame, then clamp, scale, round): within one code value, float formats 1e-6
+    (float16 output: one float16 step)."""
+    from reference_pipeline import reference_upscale
+
+    from vs_coreml_esrgan.filter import apply_backend
+    from vs_coreml_esrgan.tiling import plan_tiles
+
+    width, height, tile, overlap, scale, batch = _PIPELINE_PLANS[plan_name]
+    info = core.get_video_format(fmt)
+    # subsampled formats need even sizes: the largest that fits
+    width = width >> info.subsampling_w << info.subsampling_w
+    height = height >> info.subsampling_h << info.subsampling_h
+    frames = random_rgb(3, height, width, seed=width)
+    source = clip_from_arrays(frames, vs.RGBS)
+    clip = source if fmt == vs.RGBS else core.resize.Bicubic(
+        source, format=fmt, matrix_s=None if info.color_family == vs.RGB else "709")
+    plan = plan_tiles(width, height, tile, overlap, scale)
+    backend = _ContentBackend(scale, tiles)
+    got = apply_backend(clip, backend, plan, batch=batch)
+    expected = reference_upscale(clip, backend, plan, batch=batch)
+    assert (got.format.id, got.width, got.height) == (fmt, width * scale, height * scale)
+    tolerance = 1.0 if info.sample_type == vs.INTEGER else 1e-6
+    for n in range(3):
+        a, b = got.get_frame(n), expected.get_frame(n)
+        for p in range(info.num_planes):
+            x = np.asarray(a[p]).astype(np.float64)
+            y = np.asarray(b[p]).astype(np.float64)
+            if info.bytes_per_sample == 2 and info.sample_type == vs.FLOAT:
+                np.testing.assert_allclose(x, y, rtol=2**-10, atol=1e-6)
+            else:
+                assert np.abs(x - y).max() <= tolerance, (n, p)
+
+
+@pytest.mark.parametrize(("net", "width", "height"),
+                         [(span(scale=2, std=0.1), 45, 31), (rrdb(scale=2), 44, 28)],
+                         ids=["span-odd", "esrgan-x2"])
+def test_tile_larger_than_the_frame_is_the_frame_for_torch(make_checkpoint, net, width,
+                                                           height):
+    """tile=512 on a small clip (the README's own example): torch takes any size, so the
+    frame is not padded and every edge equals the whole-frame result (at 0e56f30 the
+    right and bottom edges differed by up to 1.0 for this SPAN: the frame was
+    reflect-padded on one side). ESRGAN x2 unshuffles pixels: sizes in multiples of 4."""
+    frames = random_rgb(1, height, width, seed=11)
+    out = upscale(clip_from_arrays(frames, vs.RGBS), make_checkpoint(net), tile=512,
+                  precision="fp32", overlap=4)
+    with torch.inference_mode():
+        expected = random_network(net)(torch.from_numpy(frames[0])[None]).clamp(0, 1)
+    np.testing.assert_allclose(frame_array(out.get_frame(0)), expected.numpy()[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", [vs.RGB24, vs.RGBH, vs.YUV420P10],
+                         ids=["RGB24", "RGBH", "YUV420P10"])
+def test_pipeline_without_the_native_kernels_uses_the_numpy_twin(monkeypatch, fmt):
+    """Where the C library is missing (not built, Windows) the numpy twin writes the same
+    frames."""
+    from reference_pipeline import reference_upscale
+
+    from vs_coreml_esrgan import pixel_kernels
+    from vs_coreml_esrgan.filter import apply_backend
+    from vs_coreml_esrgan.tiling import plan_tiles
+
+    used = []
+    original = pixel_kernels.NumpyKernels.region
+
+    def counted(self, *args):
+        used.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(pixel_kernels, "native_kernels", lambda: None)
+    monkeypatch.setattr(pixel_kernels.NumpyKernels, "region", counted)
+    info = core.get_video_format(fmt)
+    source = clip_from_arrays(random_rgb(2, 30, 46, seed=3), vs.RGBS)
+    clip = core.resize.Bicubic(source, format=fmt,
+                               matrix_s=None if info.color_family == vs.RGB else "709")
+    plan = plan_tiles(46, 30, (24, 20), 3, 2)
+    backend = _ContentBackend(2, np.float16)
+    got, expected = apply_backend(clip, backend, plan), reference_upscale(clip, backend, plan)
+    for n in range(2):
+        a, b = got.get_frame(n), expected.get_frame(n)
+        for p in range(info.num_planes):
+            x, y = np.asarray(a[p]).astype(np.float64), np.asarray(b[p]).astype(np.float64)
+            assert np.abs(x - y).max() <= (1 if info.sample_type == vs.INTEGER else 0), (n, p)
+    assert used

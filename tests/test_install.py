@@ -78,6 +78,11 @@ def test_pip_install_then_namespace_without_import(fresh_venv, tmp_path, make_ch
                                  "print(vs.get_plugin_dir())"], capture_output=True,
                                 text=True, check=True).stdout.strip()
     assert any(p.name.startswith("libcoreml_esrgan") for p in Path(plugin_dir).iterdir())
+    # the tile kernels are built into the installed package, and load
+    kernels = subprocess.run([str(fresh_venv), "-c", "from vs_coreml_esrgan.pixel_kernels "
+                              "import native_kernels; print(native_kernels().name)"],
+                             capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert kernels.stdout.strip() == "native", kernels.stderr
     # torch and the rest come from this environment, after the fresh one's own packages.
     site = Path(subprocess.run([str(fresh_venv), "-c", "import sysconfig; "
                                 "print(sysconfig.get_paths()['purelib'])"],

@@ -164,12 +164,11 @@ def test_hostile_arguments_through_vspipe(tmp_path, make_checkpoint):
         "ERROR Upscale: batch must be a positive int, got 'True'",
         "ERROR Upscale: tile must be a positive int or [width, height], got 'abc'",
         "ERROR Upscale: tile must be a positive int or [width, height], got 'x'",
-        errors[5],
+        # torch runs a tile larger than the frame as the frame: a 2**40 tile is 64x48
+        "ACCEPTED {'tile': 1099511627776}",
         "ERROR Upscale: backend must be UTF-8 text, got bytes b'\\xff'",
         "ERROR Upscale: model file '/no/such/\\udcff.pth' does not exist",
     ]
-    assert errors[5].startswith("ERROR Upscale: tile 1099511627776x1099511627776 with batch 1 "
-                                "needs about")
     assert "ODD NAME 128 96" in lines
     assert ("FRAME vapoursynth.Error: Upscale: frame 1: _Matrix 10 (BT.2020 constant "
             "luminance) needs the transfer characteristics") in "\n".join(lines)

@@ -194,3 +194,16 @@ def test_inference_runs_on_the_calling_thread():
         out = upscale_tiled(image, plan, infer)
         np.testing.assert_allclose(out, np.repeat(np.repeat(image, 2, 1), 2, 2), atol=1e-6)
     assert callers == {threading.get_ident()}
+
+
+def test_fit_tile_to_frame():
+    """For backends taking any size: never larger than the frame rounded up to the model's
+    multiple (and at least its minimum), never larger than asked."""
+    from vs_coreml_esrgan.tiling import fit_tile_to_frame
+
+    assert fit_tile_to_frame((512, 512), 45, 31) == (45, 31)
+    assert fit_tile_to_frame((512, 512), 45, 31, multiple_of=4) == (48, 32)
+    assert fit_tile_to_frame((40, 512), 45, 31, multiple_of=4) == (40, 32)
+    assert fit_tile_to_frame((512, 512), 10, 7, multiple_of=8, minimum=16) == (16, 16)
+    assert fit_tile_to_frame((512, 512), 45, 31, multiple_of=4, square=True) == (48, 48)
+    assert fit_tile_to_frame((64, 64), 1920, 1080) == (64, 64)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import vapoursynth as vs
 
-from . import colour, frames, tiling
+from . import colour, frames, stitching, tiling
 from .backends import Backend, BackendError
 from .catalogue import DEFAULT_MODEL, is_model_name, resolve_model
 from .memory import activation_values, check_fits, package_activation_values
@@ -93,7 +93,7 @@ def upscale_named(name: str, clip: vs.VideoNode,
                          compute_units=compute_units)
     except (ValueError, TypeError, OSError) as exc:
         raise vs.Error(f"{name}: {exc}") from None
-    return restore(_upscale_rgb(rgb, setup, name))
+    return restore(_upscale_rgb(rgb, setup, name, _stitched_format(clip)))
 
 
 def apply_backend(clip: vs.VideoNode, backend: Backend, plan: tiling.TilePlan, *,
@@ -103,7 +103,8 @@ def apply_backend(clip: vs.VideoNode, backend: Backend, plan: tiling.TilePlan, *
     For callers that build or wrap backends themselves (benchmarks, other front ends).
     """
     rgb, restore = colour.to_rgb(clip, _NAME)
-    return restore(_upscale_rgb(rgb, _Setup(backend=backend, plan=plan, batch=batch), _NAME))
+    setup = _Setup(backend=backend, plan=plan, batch=batch)
+    return restore(_upscale_rgb(rgb, setup, _NAME, _stitched_format(clip)))
 
 
 def _check_clip(clip: object) -> None:
@@ -186,6 +187,11 @@ def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
     spec = loaded.spec
     overlap = spec.default_overlap if overlap is None else overlap
     tile_size = _tile_size(tile, clip.width, clip.height, overlap, spec)
+    # torch takes any size: a tile larger than the frame is the frame (no padding to
+    # change its edges)
+    tile_size = tiling.fit_tile_to_frame(tile_size, clip.width, clip.height,
+                                         multiple_of=spec.multiple_of, minimum=spec.minimum,
+                                         square=spec.square)
     plan = tiling.plan_tiles(clip.width, clip.height, tile_size, overlap, spec.scale)
     batch = min(batch, plan.num_tiles)  # more would only repeat the last tile
     check_fits(tile_size, batch, activation_values(loaded.network, spec), hint=_SMALLER)
@@ -363,25 +369,57 @@ def _is_int(value: object) -> bool:
 _LANES = 2
 
 
-def _upscale_rgb(rgb: vs.VideoNode, setup: _Setup, name: str) -> vs.VideoNode:
+def _stitched_format(clip: vs.VideoNode) -> int:
+    """The RGB format tiles are written into before the clip's own format is restored.
+
+    RGB clips: their own. YUV and GRAY of at most 10 bits: RGB48, a third of RGBS's bytes
+    to write and the cheapest for resize to read back (its rounding error, 2**-17, is
+    1/128 of a 10-bit step); deeper or float ones: RGBS.
+    """
+    fmt = clip.format
+    if fmt.color_family == vs.RGB:
+        return fmt.id
+    shallow = fmt.sample_type == vs.INTEGER and fmt.bits_per_sample <= 10
+    return vs.RGB48 if shallow else vs.RGBS
+
+
+def _upscale_rgb(rgb: vs.VideoNode, setup: _Setup, name: str, out_format: int) -> vs.VideoNode:
+    """The upscaled RGB clip. Where it is an intermediate (``out_format`` differs from
+    ``rgb``'s: the clip's own format is restored from it) none of its nodes keeps a
+    frame cache; an RGB clip's last node is the user's and keeps VapourSynth's."""
     core = vs.core
+    intermediate = out_format != rgb.format.id
     lanes = min(_LANES, core.num_threads, rgb.num_frames)
     if lanes == 1:
-        return _upscale_lane(rgb, setup, name, 0, 1)
-    parts = [_upscale_lane(core.std.SelectEvery(rgb, lanes, k, modify_duration=False),
-                           setup, name, k, lanes) for k in range(lanes)]
+        lane = _upscale_lane(rgb, setup, name, 0, 1, out_format)
+        return _uncached(lane) if intermediate else lane
+    parts = [_uncached(_upscale_lane(core.std.SelectEvery(rgb, lanes, k,
+                                                          modify_duration=False),
+                                     setup, name, k, lanes, out_format))
+             for k in range(lanes)]
     # the later lanes are a frame shorter where the length is not a multiple of lanes
-    joined = core.std.Interleave(parts, extend=True, modify_duration=False)
-    return joined[:rgb.num_frames]
+    joined = _uncached(core.std.Interleave(parts, extend=True, modify_duration=False))
+    trimmed = joined[:rgb.num_frames]
+    return _uncached(trimmed) if intermediate else trimmed
+
+
+def _uncached(clip: vs.VideoNode) -> vs.VideoNode:
+    """``clip`` with VapourSynth's frame cache off: an intermediate's frames are asked
+    for once, and a cache that keeps them makes each new output frame fresh memory for the
+    kernel to fault in (43,000 page faults, 60 ms of system time, per 5120x2880 RGBS
+    frame here). Returns the same node."""
+    vs.core.std.SetVideoCache(clip, mode=0)  # sets the node's cache; returns nothing
+    return clip
 
 
 def _upscale_lane(rgb: vs.VideoNode, setup: _Setup, name: str, first: int,
-                  step: int) -> vs.VideoNode:
+                  step: int, out_format: int) -> vs.VideoNode:
     """One ModifyFrame instance over frames ``first, first + step, ...`` of the clip
-    (``rgb`` holds just those), naming the clip's own frame numbers in errors."""
+    (``rgb`` holds just those), naming the clip's own frame numbers in errors; frames of
+    ``out_format``."""
     scale = setup.backend.scale
     blank = vs.core.std.BlankClip(rgb, width=rgb.width * scale, height=rgb.height * scale,
-                                  keep=True)
+                                  format=out_format, keep=True)
 
     def upscale_frame(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         try:
@@ -393,31 +431,49 @@ def _upscale_lane(rgb: vs.VideoNode, setup: _Setup, name: str, first: int,
 
 
 def _render(source: vs.VideoFrame, target: vs.VideoFrame, setup: _Setup) -> vs.VideoFrame:
-    """One upscaled frame; ValueError for non-finite samples in or out (never written)."""
-    image = frames.read_planes(source)
-    if source.format.sample_type == vs.FLOAT:
-        bad = frames.count_non_finite(image)
-        if bad:
-            raise ValueError(f"the clip's frame holds {bad} NaN or infinite samples; "
-                             "replace them before upscaling (e.g. with std.Expr)")
-    result = tiling.upscale_tiled(image, setup.plan, setup.backend, batch=setup.batch,
-                                  dtype=setup.backend.input_dtype)
-    bad = frames.count_non_finite(result)
-    if bad:
-        cause = ("it overflows float16 (try precision='fp32')"
-                 if setup.backend.input_dtype == np.float16
+    """One upscaled frame; ValueError for non-finite samples in or out (never returned).
+
+    Tiles are cut from the frame in the backend's input type and written straight into
+    the output frame's planes (see :mod:`vs_coreml_esrgan.stitching`).
+    """
+    dtype = setup.backend.input_dtype
+    image = frames.read_tiles_source(source, dtype)
+    # A new frame, not a copy of the blank one: a copy's planes are copied again on the
+    # first write (copy-on-write), a frame-sized pass for nothing.
+    fmt = target.format
+    out = vs.core.create_video_frame(fmt, target.width, target.height)
+    planes = [np.asarray(out[plane]) for plane in range(fmt.num_planes)]
+    try:
+        if not _stitched_on_device(image, planes, frames.peak(fmt), setup):
+            stitching.upscale_into(image, setup.plan, setup.backend, planes,
+                                   peak=frames.peak(fmt), batch=setup.batch, dtype=dtype)
+    except stitching.NonFiniteOutput as exc:
+        cause = ("it overflows float16 (try precision='fp32')" if dtype == np.float16
                  else "its weights are damaged or far too large for float32")
-        raise ValueError(f"the network computed {bad} NaN or infinite values of "
-                         f"{result.size}: {cause}")
-    out = target.copy()
-    frames.write_planes(result, out)
-    props = out.props
-    for key in list(props):
-        del props[key]
+        raise ValueError(f"{exc}: {cause}") from None
+    props = out.props  # a new frame has none
     for key, value in source.props.items():
         if key != "_Alpha":  # an alpha frame of the input size would not fit
             props[key] = value
     return out
+
+
+def _stitched_on_device(image: np.ndarray, planes: list[np.ndarray], peak: int,
+                        setup: _Setup) -> bool:
+    """For backends on a GPU (torch CUDA / MPS): cut and stitch there when the frame fits
+    (see device_stitching.py); False where the host's writer is to run."""
+    backend = setup.backend
+    if not getattr(backend, "stitches_on_device", False):
+        return False
+    from . import device_stitching
+
+    needed = device_stitching.frame_bytes(setup.plan, len(planes), setup.batch)
+    if not device_stitching.fits(backend.device, needed):
+        return False
+    device_stitching.upscale_on_device(image, setup.plan, backend.run_tensor, planes,
+                                       peak=peak, batch=setup.batch, device=backend.device,
+                                       dtype=backend.dtype)
+    return True
 
 
 __all__ = ["BackendError", "ModelError", "upscale", "upscale_named"]

@@ -1,9 +1,36 @@
-"""VapourSynth RGB frames <-> float32 numpy arrays."""
+"""VapourSynth RGB frames <-> float numpy arrays."""
 
 from __future__ import annotations
 
 import numpy as np
 import vapoursynth as vs
+
+from .pixel_kernels import Kernels, best_kernels
+
+
+def peak(fmt: vs.VideoFormat) -> int:
+    """The integer code of 1.0 (``2**bits - 1``); 1 for float formats."""
+    return (1 << fmt.bits_per_sample) - 1 if fmt.sample_type == vs.INTEGER else 1
+
+
+def read_tiles_source(frame: vs.VideoFrame, dtype: np.dtype | type,
+                      kernels: Kernels | None = None) -> np.ndarray:
+    """A ``(planes, H, W)`` array of ``dtype`` (float16 or float32), integers scaled to
+    [0, 1] (in float32, then converted), read in one pass per plane. ValueError naming the
+    count when a float frame holds NaN or infinity."""
+    kernels = kernels or best_kernels()
+    fmt = frame.format
+    out = np.empty((fmt.num_planes, frame.height, frame.width), dtype)
+    scale = 1.0 / peak(fmt)
+    bad = False
+    for plane in range(fmt.num_planes):
+        bad |= kernels.convert(np.asarray(frame[plane]), out[plane], scale)
+    if bad:
+        count = sum(int(np.count_nonzero(~np.isfinite(np.asarray(frame[p]))))
+                    for p in range(fmt.num_planes))
+        raise ValueError(f"the clip's frame holds {count} NaN or infinite samples; "
+                         "replace them before upscaling (e.g. with std.Expr)")
+    return out
 
 
 def read_planes(frame: vs.VideoFrame) -> np.ndarray:

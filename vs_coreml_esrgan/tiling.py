@@ -12,8 +12,12 @@ weight is zero); in the middle of every overlap the two tiles cross-fade linearl
 receptive radius is at most ``overlap`` gives the same result tiled as on the whole frame.
 
 Tiles are shifted inward at the frame's edges, never padded, when the frame is at least a
-tile large; a frame axis shorter than the tile is padded by reflection (edge replication
-for a one-pixel axis) up to the tile size.
+tile large; a frame axis shorter than the tile (a fixed-size Core ML package on a small
+clip) is padded by reflection (edge replication for a one-pixel axis) at its end up to
+the tile size. (Padding both sides, centred, was measured: the largest error stays the
+same, since an edge's error no longer grows once the padding exceeds the network's reach,
+and twice the area is wrong; see the README.) Backends that take any size get tiles no
+larger than the frame (:func:`fit_tile_to_frame`) and need no padding.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ DEFAULT_MAX_TILE = 512
 
 
 @dataclass(frozen=True)
-class _Span:
+class Span:
     """Where one tile's output lands along one axis (output pixels)."""
 
     start: int  # first output pixel with a non-zero weight
@@ -51,11 +55,15 @@ class AxisPlan:
     overlap: int
     feather: int
     scale: int
-    spans: tuple[_Span, ...] = field(repr=False, compare=False)
+    spans: tuple[Span, ...] = field(repr=False, compare=False)
 
     @property
     def padded_length(self) -> int:
         return max(self.length, self.tile)
+
+    def output_origin(self, k: int) -> int:
+        """Where tile k's output starts, in output pixels."""
+        return self.starts[k] * self.scale
 
 
 @dataclass(frozen=True)
@@ -123,7 +131,7 @@ def plan_axis(length: int, tile: int, overlap: int, scale: int,
 
 
 def _spans(length: int, tile: int, starts: tuple[int, ...], feather: int,
-           scale: int) -> Iterator[_Span]:
+           scale: int) -> Iterator[Span]:
     # Cross-fade k happens around the middle of the overlap of tiles k and k + 1, in output
     # pixels [centre - half, centre + half).
     centres = [(starts[k + 1] + starts[k] + tile) * scale / 2 for k in range(len(starts) - 1)]
@@ -141,7 +149,7 @@ def _spans(length: int, tile: int, starts: tuple[int, ...], feather: int,
         flat = np.flatnonzero(weights == 1.0)
         flat_start, flat_stop = (start + int(flat[0]), start + int(flat[-1]) + 1) if flat.size \
             else (start, start)
-        yield _Span(start=start, stop=stop, flat_start=flat_start, flat_stop=flat_stop,
+        yield Span(start=start, stop=stop, flat_start=flat_start, flat_stop=flat_stop,
                     weights=weights.astype(np.float32))
 
 
@@ -202,14 +210,62 @@ def pad_to_tile(image: np.ndarray, plan: TilePlan) -> np.ndarray:
     return np.pad(image, ((0, 0), (0, pad_y), (0, pad_x)), mode=mode)
 
 
+def fit_tile_to_frame(tile: tuple[int, int], width: int, height: int, *,
+                      multiple_of: int = 1, minimum: int = 0,
+                      square: bool = False) -> tuple[int, int]:
+    """``tile = (tw, th)`` shrunk, per axis, to the frame rounded up to ``multiple_of``
+    (at least ``minimum``): for backends that take any input size, a tile larger than the
+    frame is the frame, and the frame needs no padding (or only up to the model's
+    multiple). ``square``: both sides the larger of the two. Never grows a tile."""
+    def fit(size: int, length: int) -> int:
+        wanted = max(-(-length // multiple_of) * multiple_of, minimum)
+        return min(size, -(-wanted // multiple_of) * multiple_of)
+
+    fitted = (fit(tile[0], width), fit(tile[1], height))
+    if square:
+        side = min(max(fitted), min(tile))
+        return side, side
+    return fitted
+
+
 def upscale_tiled(image: np.ndarray, plan: TilePlan, infer: Infer, *, batch: int = 1,
                   dtype: np.dtype | type = np.float32) -> np.ndarray:
     """Upscale a ``(C, H, W)`` float image tile by tile.
 
     ``infer`` gets ``(batch, C, th, tw)`` arrays of ``dtype`` and must return
     ``(batch, C', th * scale, tw * scale)``. Returns a float32 ``(C', H * scale, W * scale)``
-    array; values are not clamped. While ``infer`` runs on one batch (in the calling
-    thread), a helper thread cuts out the next batch and stitches in the previous one.
+    array; values are not clamped. (The filter writes tiles straight into frame planes
+    instead: :func:`vs_coreml_esrgan.stitching.upscale_into`.)
+    """
+    height, width = image.shape[1:]
+    scale = plan.x.scale
+    columns = len(plan.x.starts)
+    out: np.ndarray | None = None
+
+    def stitch(index: int, tile: np.ndarray) -> None:
+        nonlocal out
+        if out is None:
+            out = np.zeros((tile.shape[0], height * scale, width * scale), np.float32)
+        row, column = divmod(index, columns)
+        _accumulate(out, tile, plan.x.output_origin(column), plan.y.output_origin(row),
+                    plan.x.spans[column], plan.y.spans[row])
+
+    run_tiles(image, plan, infer, stitch, batch=batch, dtype=dtype)
+    assert out is not None
+    return out
+
+
+def run_tiles(image: np.ndarray, plan: TilePlan, infer: Infer,
+              stitch: Callable[[int, np.ndarray], None], *, batch: int = 1,
+              dtype: np.dtype | type = np.float32) -> None:
+    """Cut a ``(C, H, W)`` image into the plan's tiles, run them, and hand each result to
+    ``stitch(tile index, (C', th * scale, tw * scale) output)``, in :meth:`TilePlan.tiles`
+    order, one call at a time.
+
+    ``infer`` gets ``(batch, C, th, tw)`` arrays of ``dtype`` (a short last batch repeats
+    its last tile). While ``infer`` runs on one batch (in the calling thread), a helper
+    thread cuts out the next batch and stitches the previous one. ValueError for an image
+    of the wrong size, ``batch < 1`` or a backend result of the wrong shape.
     """
     channels, height, width = image.shape
     if (width, height) != (plan.x.length, plan.y.length):
@@ -221,10 +277,8 @@ def upscale_tiled(image: np.ndarray, plan: TilePlan, infer: Infer, *, batch: int
     scale = plan.x.scale
     tw, th = plan.tile_size
     offsets = list(plan.tiles())
-    spans = [(sy, sx) for sy in plan.y.spans for sx in plan.x.spans]
     groups = [range(first, min(first + batch, len(offsets)))
               for first in range(0, len(offsets), batch)]
-    out: np.ndarray | None = None
 
     def cut(group: range) -> np.ndarray:
         tiles = np.empty((batch, channels, th, tw), dtype=dtype)
@@ -233,45 +287,38 @@ def upscale_tiled(image: np.ndarray, plan: TilePlan, infer: Infer, *, batch: int
             tiles[i] = source[:, y:y + th, x:x + tw]
         return tiles
 
-    def stitch(group: range, result: np.ndarray) -> None:
-        nonlocal out
+    def stitch_group(group: range, result: np.ndarray) -> None:
         expected = (batch, th * scale, tw * scale)
         if result.ndim != 4 or (result.shape[0], *result.shape[2:]) != expected:
             raise ValueError(f"backend returned shape {result.shape}, expected "
                              f"({batch}, C, {th * scale}, {tw * scale})")
-        if out is None:
-            out = np.zeros((result.shape[1], height * scale, width * scale), np.float32)
         for i, index in enumerate(group):
-            x, y = offsets[index]
-            span_y, span_x = spans[index]
-            _accumulate(out, result[i], x * scale, y * scale, span_x, span_y)
+            stitch(index, result[i])
 
     if len(groups) == 1:  # nothing to overlap
-        stitch(groups[0], infer(cut(groups[0])))
-    else:
-        # Inference stays on the calling thread: runtimes keep per-thread state (OpenMP
-        # teams, oneDNN scratch memory) that a new thread per frame would rebuild, which
-        # cost ~15 % of a 480x270 frame on the CPU.
-        with ThreadPoolExecutor(max_workers=1) as helper:
-            tiles = cut(groups[0])
-            stitched: Future[None] | None = None
-            for index, group in enumerate(groups):
-                upcoming = (helper.submit(cut, groups[index + 1])
-                            if index + 1 < len(groups) else None)
-                result = infer(tiles)
-                if stitched is not None:
-                    stitched.result()  # raises what stitching raised
-                stitched = helper.submit(stitch, group, result)
-                if upcoming is not None:
-                    tiles = upcoming.result()
-            assert stitched is not None
-            stitched.result()
-    assert out is not None
-    return out
+        stitch_group(groups[0], infer(cut(groups[0])))
+        return
+    # Inference stays on the calling thread: runtimes keep per-thread state (OpenMP
+    # teams, oneDNN scratch memory) that a new thread per frame would rebuild, which
+    # cost ~15 % of a 480x270 frame on the CPU.
+    with ThreadPoolExecutor(max_workers=1) as helper:
+        tiles = cut(groups[0])
+        stitched: Future[None] | None = None
+        for index, group in enumerate(groups):
+            upcoming = (helper.submit(cut, groups[index + 1])
+                        if index + 1 < len(groups) else None)
+            result = infer(tiles)
+            if stitched is not None:
+                stitched.result()  # raises what stitching raised
+            stitched = helper.submit(stitch_group, group, result)
+            if upcoming is not None:
+                tiles = upcoming.result()
+        assert stitched is not None
+        stitched.result()
 
 
-def _accumulate(out: np.ndarray, tile: np.ndarray, x0: int, y0: int, span_x: _Span,
-                span_y: _Span) -> None:
+def _accumulate(out: np.ndarray, tile: np.ndarray, x0: int, y0: int, span_x: Span,
+                span_y: Span) -> None:
     """Add one upscaled tile, placed at output (x0, y0), into ``out`` with its weights.
 
     The weight-one core is copied; only the cross-fade bands are multiplied.
@@ -289,7 +336,7 @@ def _accumulate(out: np.ndarray, tile: np.ndarray, x0: int, y0: int, span_x: _Sp
             out[:, ya:yb, xa:xb] += src * weight
 
 
-def _segments(span: _Span) -> list[tuple[int, int, bool]]:
+def _segments(span: Span) -> list[tuple[int, int, bool]]:
     """[start, stop) pieces of a span, each flagged whether its weight is exactly one."""
     pieces = [(span.start, span.flat_start, False), (span.flat_start, span.flat_stop, True),
               (span.flat_stop, span.stop, False)]

@@ -96,6 +96,18 @@ class TorchBackend:
         """'fp32', 'fp16' or 'bf16': what the network computes in."""
         return next(name for name, dtype in _DTYPES.items() if dtype == self.dtype)
 
+    @property
+    def stitches_on_device(self) -> bool:
+        """CUDA and MPS: the filter cuts and stitches tiles on the device where the frame
+        fits (see vs_coreml_esrgan/device_stitching.py), calling :meth:`run_tensor`."""
+        return self.device.type in ("cuda", "mps")
+
+    def run_tensor(self, tiles: torch.Tensor) -> torch.Tensor:
+        """The network on a ``(N, C, H, W)`` tensor already on the device in ``dtype``;
+        the output stays there."""
+        with self._lock, torch.inference_mode():
+            return self.network(tiles)
+
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         if self.device.type == "cpu":
             return self._worker.submit(self._run, tiles).result()
