@@ -38,12 +38,15 @@ def test_integer_rgb_output_is_rounded_reference(model, fmt):
     clip = clip_from_arrays(quantised, fmt)
     out = upscale(clip, model, precision="fp32")  # exact parity: not bf16 where 'auto' is
     assert (out.format.id, out.width, out.height) == (fmt, 48, 40)
-    expected = [np.rint(r * peak) for r in _reference([q / peak for q in quantised])]
+    exact = [r * peak for r in _reference([q / peak for q in quantised])]
     for n in range(2):
-        got = frame_array(out.get_frame(n)).astype(np.int64)
-        difference = np.abs(got - expected[n])
-        assert difference.max() <= 1  # float rounding at exact .5 boundaries only
-        assert np.mean(difference == 0) > 0.999
+        got = frame_array(out.get_frame(n)).astype(np.float64)
+        # Rounded to nearest: never further than half a code value from the reference
+        # beyond float32's own error (1e-5 of full scale, as for RGBS below: at 16 bits
+        # that error alone crosses rounding boundaries on some CPUs), and unbiased
+        # (truncation would be 0.5 low on average).
+        assert np.abs(got - exact[n]).max() <= 0.5 + peak * 1e-5
+        assert abs(np.mean(got - exact[n])) < 0.05
 
 
 @pytest.mark.parametrize(("fmt", "atol"), [(vs.RGBS, 1e-5), (vs.RGBH, 1e-3)])
