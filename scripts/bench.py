@@ -3,6 +3,7 @@
     python scripts/bench.py [OPTIONS]              # pipeline efficiency of our backends
     python scripts/bench.py --peers [OPTIONS]      # the same weights through the peers
     python scripts/bench.py --ceiling [OPTIONS]    # the pipeline with an instant network
+    python scripts/bench.py --encoder-speed [OPTIONS]  # each encoder at the job's sizes
 
 ``python scripts/bench.py --MEASUREMENT --help`` lists a measurement's options.
 """
@@ -15,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench package beside this
 
-MEASUREMENTS = {"--peers": "bench.peers", "--ceiling": "bench.ceiling"}
+MEASUREMENTS = {"--peers": "bench.peers", "--ceiling": "bench.ceiling",
+                "--encoder-speed": "bench.encoders"}
 DEFAULT = "bench.efficiency"
 
 

@@ -1,4 +1,4 @@
-"""scripts/bench_encoders.py runs end to end and reports every encoder it was given, or
+"""scripts/bench.py --encoder-speed runs end to end and reports every encoder it was given, or
 why it could not measure one. Not a timed test: it checks rows, not speeds."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_encoder_benchmark_writes_a_row_per_encoder_and_size(tmp_path):
     out = tmp_path / "encoders.md"
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_encoders.py"),
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--encoder-speed",
                              "--sizes", "96x64,64x48", "--frames", "2", "--rounds", "2",
                              "--encoders", "x264,prores,hevc_videotoolbox", "--out", str(out)],
                             capture_output=True, text=True, timeout=600)

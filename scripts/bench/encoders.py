@@ -11,8 +11,8 @@ all of them; the median of the rounds is reported with the spread (min-max) and 
 ratio to x264 (the default encoder) from the same rounds. Hardware encoders are measured
 where a two-frame trial opens them.
 
-    python scripts/bench_encoders.py                          # 3840x2160 and 5120x2880
-    python scripts/bench_encoders.py --sizes 1920x1080 --frames 8 --rounds 3
+    python scripts/bench.py --encoder-speed                   # 3840x2160 and 5120x2880
+    python scripts/bench.py --encoder-speed --sizes 1920x1080 --frames 8 --rounds 3
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vs_coreml_esrgan.job.encoder_check import ffmpeg_encoders  # noqa: E402
@@ -137,7 +137,7 @@ def _size(text: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="3840x2160,5120x2880",
                         help="output sizes, comma-separated (default: a 2x and a 4x "
@@ -148,7 +148,7 @@ def main() -> int:
                         "job offers that this ffmpeg has and can open)")
     parser.add_argument("--ffmpeg", help="default: the one the job uses")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     ffmpeg = args.ffmpeg or find_ffmpeg()
     sizes = [_size(s) for s in args.sizes.split(",")]
     have = ffmpeg_encoders(ffmpeg)
@@ -169,7 +169,3 @@ def main() -> int:
     if args.out:
         args.out.write_text(text)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
