@@ -35,6 +35,10 @@ def add_upscale_parser(commands, tile_type) -> None:
     job.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"),
                      help="default auto: fp16 with Core ML and GPUs; on the CPU bf16 where "
                      "it computes bfloat16 natively (AVX512-BF16, AMX), else fp32")
+    job.add_argument("--prefer", choices=("auto", "speed", "efficiency"),
+                     help="Core ML on a Mac: speed (the fastest unit) or efficiency (the "
+                     "Neural Engine when at most twice as slow); default auto: efficiency "
+                     "on a Mac with a battery")
     job.add_argument("--encoder", choices=("x264", "x265", "av1", "vp9", "prores", "ffv1"),
                      help="default x264 (.webm: vp9)")
     job.add_argument("--crf", type=int, help="quality (x264 16, x265 18, av1 28, vp9 30 by "
@@ -66,7 +70,8 @@ def _request(args: argparse.Namespace, source: Path, output: Path):
     return JobRequest(
         source=source, output=output,
         upscale=UpscaleOptions(model=args.model, tile=args.tile, overlap=args.overlap,
-                               backend=args.backend, precision=args.precision),
+                               backend=args.backend, precision=args.precision,
+                               prefer=args.prefer),
         encoder=args.encoder, crf=args.crf, preset=args.preset, bits=args.bit_depth,
         start=args.start, end=args.end, chunks=args.chunks or 1, force=args.force,
         source_filter=args.source, deinterlace=args.deinterlace)
