@@ -2,9 +2,11 @@
 (tests/fakes/, built from those projects' metadata and sources, computing with the
 executor): runtimes, compute plans, compute units 'auto' with real child processes."""
 
+# The fixtures imported from mac_doubles are taken as parameters of the same name.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
-import importlib.util
 import json
 import mmap
 import platform
@@ -403,24 +405,48 @@ def test_macos_facts_off_a_mac(monkeypatch):
     assert macos.chip_name() == (platform.machine() or "unknown")
 
 
-def test_doctor_on_a_mac_reports_plans_trials_and_the_choice(mac, make_checkpoint, tmp_path,
-                                                             monkeypatch, capsys):
+def test_doctor_on_a_mac_reports_units_parity_and_both_choices(mac, make_checkpoint,
+                                                                monkeypatch, capsys):
+    """gpu aborts, 'all' answers wrong values, ane is slow but within 2x of the CPU: every
+    unit in a child, each row with its verdict; speed takes the CPU, efficiency ane."""
+    import re
+
     from vs_coreml_esrgan.cli import main as cli
 
     checkpoint = make_checkpoint(compact(scale=2, num_conv=2))
-    child_env(monkeypatch, FAKE_COREML_ABORT_UNITS="1", FAKE_COREML_DELAY_MS="3=200")
+    child_env(monkeypatch, FAKE_COREML_ABORT_UNITS="1", FAKE_COREML_WRONG_UNITS="2",
+              FAKE_COREML_DELAY_MS="3=300,0=200")
     assert cli(["doctor", str(checkpoint), "--size", "40x30"]) == 0
     report = capsys.readouterr().out
     assert "| system | macOS 14.5 |" in report
-    # The compute plan per setting, weighted by cost (conv on the Neural Engine for ane).
-    assert "| ane | Neural Engine " in report and "| cpu | CPU 100 % |" in report
-    # Trials per runtime and compute units: gpu crashed in its child; the report goes on.
-    assert "| Core ML pyobjc gpu | failed: crashed (SIGABRT) | |" in report
-    # Both runtimes are measured; in these children coremltools has no native library.
-    assert "| Core ML coremltools gpu | failed: BackendError: Core ML could not load" in report
-    assert "compute units 'auto' would choose: Core ML: all chosen" in report
-    assert "parity, Core ML (pyobjc, all): max abs error" in report and "(PASS" in report
+    assert "- compute devices Core ML lists: CPU, GPU, Neural Engine" in report
+    for runtime in ("pyobjc", "coremltools"):
+        assert f"| {runtime} | gpu | - | - | failed: crashed (SIGABRT) |" in report
+        assert re.search(rf"\| {runtime} \| all \| \d+\.\d \| \d+\.\d dB \| rejected: "
+                         r"wrong output: PSNR", report)
+        assert re.search(rf"\| {runtime} \| ane \| \d+\.\d \| identical \| pass \| "
+                         r"Neural Engine 9\d %, CPU \d+ % \| none \|", report)
+        assert re.search(rf"\| {runtime} \| cpu \| \d+\.\d \| identical \| pass \| "
+                         r"CPU 100 % \| none \|", report)
+        assert re.search(rf"- compute units 'auto', {runtime}, prefer speed \(the default on "
+                         r"this Mac\): cpu, \d+\.\d ms/tile", report)
+        assert re.search(rf"- compute units 'auto', {runtime}, prefer efficiency: ane, ",
+                         report)
+    assert "- backend 'auto' would run: Core ML (a unit passed the parity check)" in report
+    assert "| Core ML pyobjc all | rejected: wrong output" in report
     assert "| torch MPS fp16 | failed: BackendError" in report  # no MPS on this machine
+
+
+def test_doctor_on_a_mac_where_no_unit_passes(mac, make_checkpoint, monkeypatch, capsys):
+    from vs_coreml_esrgan.cli import main as cli
+
+    checkpoint = make_checkpoint(compact(scale=2, num_conv=2))
+    child_env(monkeypatch, FAKE_COREML_ZERO_UNITS="0,1,2,3")
+    assert cli(["doctor", str(checkpoint), "--size", "40x30"]) == 0
+    report = capsys.readouterr().out
+    assert "prefer speed (the default on this Mac): none (no unit passed)" in report
+    assert ("- backend 'auto' would run: not Core ML (no unit passed); torch on the CPU "
+            "(torch on MPS: failed: BackendError: PyTorch has no MPS device here") in report
 
 
 def test_trial_entry_point_in_process(mac, package, capsys):

@@ -171,22 +171,17 @@ class MLModel(NSObject):
         from vs_coreml_esrgan.coreml.mil import MilProgram
 
         units = configuration.computeUnits()
-        if _units_listed("FAKE_COREML_ABORT_UNITS", units):
-            os.abort()  # as an MPSGraph or ANE compiler abort ends the process
+        kill = _lies.on_load(units)
         if _units_listed("FAKE_COREML_FAIL_UNITS", units):
             return None, NSError("ANECCompile() FAILED")
-        load_delays = dict(item.split("=") for item in
-                           os.environ.get("FAKE_COREML_LOAD_DELAY_MS", "").split(",") if item)
-        time.sleep(float(load_delays.get(str(units), 0)) / 1000)
+        time.sleep(_lies.delay_s("FAKE_COREML_LOAD_DELAY_MS", units))
         if not os.path.isdir(url.path()):
             return None, NSError(f"no model at {url.path()}")
         model = cls.alloc()
         model._program = MilProgram.load(source_package(url.path()))
         model._units = units
-        model._kill = _lies.on_load(units)
-        delays = dict(item.split("=") for item in
-                      os.environ.get("FAKE_COREML_DELAY_MS", "").split(",") if item)
-        model._delay = float(delays.get(str(units), 0)) / 1000
+        model._kill = kill
+        model._delay = _lies.delay_s("FAKE_COREML_DELAY_MS", units)
         return model, None
 
     def predictionFromFeatures_options_error_(self, provider: Any, options: Any,

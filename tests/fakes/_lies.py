@@ -27,8 +27,19 @@ def listed(variable: str, units: int) -> bool:
     return str(units) in os.environ.get(variable, "").split(",")
 
 
+def delay_s(variable: str, units: int) -> float:
+    """Seconds from ``variable`` ('units=ms,...', e.g. FAKE_COREML_DELAY_MS='3=300')."""
+    delays = dict(item.split("=") for item in os.environ.get(variable, "").split(",")
+                  if item)
+    return float(delays.get(str(units), 0)) / 1000
+
+
 def on_load(units: int) -> bool:
-    """What a load does to stderr; True when the first prediction must kill the process."""
+    """What a load does: abort the process (FAKE_COREML_ABORT_UNITS, as an MPSGraph or
+    compiler assertion would), write to stderr; True when the first prediction must kill
+    the process."""
+    if listed("FAKE_COREML_ABORT_UNITS", units):
+        os.abort()
     if listed("FAKE_COREML_KILL_PREDICT_UNITS", units):
         os.write(2, b"E5RT: ANECCompile() FAILED: MILCompilerForANE error\n")
         return True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,14 +82,15 @@ class CompiledMLModel:
             raise RuntimeError(self.failures[f"load:{compute_units.name}"])
         self.compute_unit = compute_units
         self._units = _lies.COREMLTOOLS_UNITS[compute_units.name]
-        self._program = MilProgram.load(source_package(path))
         self._kill = _lies.on_load(self._units)
+        self._program = MilProgram.load(source_package(path))
 
     def predict(self, data: dict) -> dict:
         failure = self.failures.get(f"predict:{self.compute_unit.name}")
         if failure:
             raise RuntimeError(failure)
         _lies.on_predict(self._kill)
+        time.sleep(_lies.delay_s("FAKE_COREML_DELAY_MS", self._units))
         info = self._program.info
         # coremltools hands float16 inputs to Core ML as float32 copies and answers float32.
         feed = np.asarray(data[info.input_name], dtype=np.float32)
