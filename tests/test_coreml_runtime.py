@@ -420,6 +420,7 @@ def test_doctor_on_a_mac_reports_units_parity_and_both_choices(mac, make_checkpo
     report = capsys.readouterr().out
     assert "| system | macOS 14.5 |" in report
     assert "- compute devices Core ML lists: CPU, GPU, Neural Engine" in report
+    assert "| ane | Neural Engine | yes | the Neural Engine |" in report
     for runtime in ("pyobjc", "coremltools"):
         assert f"| {runtime} | gpu | - | - | failed: crashed (SIGABRT) |" in report
         assert re.search(rf"\| {runtime} \| all \| \d+\.\d \| \d+\.\d dB \| rejected: "
@@ -441,9 +442,13 @@ def test_doctor_on_a_mac_where_no_unit_passes(mac, make_checkpoint, monkeypatch,
     from vs_coreml_esrgan.cli import main as cli
 
     checkpoint = make_checkpoint(compact(scale=2, num_conv=2))
-    child_env(monkeypatch, FAKE_COREML_ZERO_UNITS="0,1,2,3")
+    child_env(monkeypatch, FAKE_COREML_ZERO_UNITS="0,1,2,3", FAKE_COREML_DEVICES="CPU")
     assert cli(["doctor", str(checkpoint), "--size", "40x30"]) == 0
     report = capsys.readouterr().out
+    # A virtual machine: what its 'ane' and 'gpu' cases show is said plainly.
+    assert ("| ane | Neural Engine | no (Neural Engine missing) | the CPU only: not a "
+            "figure for Neural Engine |") in report
+    assert "| all | GPU and Neural Engine | no (GPU, Neural Engine missing) |" in report
     assert "prefer speed (the default on this Mac): none (no unit passed)" in report
     assert ("- backend 'auto' would run: not Core ML (no unit passed); torch on the CPU "
             "(torch on MPS: failed: BackendError: PyTorch has no MPS device here") in report

@@ -193,7 +193,7 @@ def _core_ml(report: Report, loaded: Any, package: Path | Failure
         return {}
     from .backends.coreml_backend import compiled_model
     from .backends.coreml_child import trial_in_child
-    from .backends.coreml_devices import compute_devices
+    from .backends.coreml_devices import compute_devices, unit_devices_table
     from .backends.coreml_pyobjc import pyobjc_available
     from .backends.coreml_records import reference_file
     from .coreml.package import read_package
@@ -206,6 +206,7 @@ def _core_ml(report: Report, loaded: Any, package: Path | Failure
     devices = compute_devices()
     lines.append("- compute devices Core ML lists: " + (
         ", ".join(devices) if devices is not None else "unknown (needs macOS 14)"))
+    lines += ["", *unit_devices_table(devices), ""]
     reference, why = reference_file(package, compiled)
     if reference is None:
         lines.append(f"- parity not checked: {why}")

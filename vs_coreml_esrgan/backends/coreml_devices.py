@@ -55,3 +55,27 @@ def neural_engine_present() -> bool | None:
     """Whether Core ML lists a Neural Engine; None when it cannot say."""
     devices = compute_devices()
     return None if devices is None else "Neural Engine" in devices
+
+
+# The device each compute-unit setting is for (besides the CPU, which all of them may use).
+UNIT_DEVICES = {"ane": "Neural Engine", "gpu": "GPU", "all": "GPU and Neural Engine",
+                "cpu": "CPU"}
+
+
+def unit_devices_table(devices: tuple[str, ...] | None) -> list[str]:
+    """A markdown table: per compute-unit setting, whether its device is present, and so
+    what a result on it shows. Where the device is missing (a virtual machine such as
+    GitHub's macOS runners has no Neural Engine and no GPU for Core ML) the setting runs
+    on the CPU, and its figures must not be read as the device's."""
+    rows = ["| units | for | present here | a result on it shows |", "|---|---|---|---|"]
+    for units, wanted in UNIT_DEVICES.items():
+        if devices is None:
+            present, meaning = "unknown (Core ML lists devices from macOS 14)", \
+                "unknown: check the compute plan's shares"
+        else:
+            missing = [d for d in wanted.split(" and ") if d not in devices]
+            present = "yes" if not missing else f"no ({', '.join(missing)} missing)"
+            meaning = (f"the {wanted}" if not missing else
+                       "the CPU only: not a figure for " + ", ".join(missing))
+        rows.append(f"| {units} | {wanted} | {present} | {meaning} |")
+    return rows
