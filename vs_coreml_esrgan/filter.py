@@ -200,13 +200,9 @@ def _prepare_fallback(clip: vs.VideoNode, path: str | os.PathLike[str], is_packa
                                     overlap=overlap, batch=batch, compute_units=None,
                                     precision=precision if is_package else "auto",
                                     prefer=prefer)
-        if route.device == "mps":
-            from .backends.torch_gate import check_torch_device
-            from .checkpoint import model_sha256
-
-            check_torch_device(path, "mps", "fp16", model_sha256(path))
         return _prepare_torch(clip, path, tile=tile, overlap=overlap, device=route.device,
-                              precision=precision, batch=batch or 1)
+                              precision=precision, batch=batch or 1,
+                              gate=route.device == "mps")
 
     order = fallback.routes("auto", is_package=is_package, on_mac=True)
     return fallback.first_that_runs(order, attempt, _notify)
@@ -214,7 +210,9 @@ def _prepare_fallback(clip: vs.VideoNode, path: str | os.PathLike[str], is_packa
 
 def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
                    tile: int | Sequence[int] | None, overlap: int, device: str | None,
-                   precision: str, batch: int) -> _Setup:
+                   precision: str, batch: int, gate: bool = False) -> _Setup:
+    """The torch backend; ``gate``: only after its parity check against torch float32 on
+    the CPU in a child process (backends.torch_gate), BackendError when it fails."""
     from .backends.torch_backend import (
         cpu_has_native_bf16,
         create_torch_backend,
@@ -236,6 +234,11 @@ def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
     runner = create_torch_backend(loaded.network, spec.scale, device=device,
                                   precision=_precision_for(spec, precision,
                                                            explicit=explicit))
+    if gate:
+        from .backends.torch_gate import check_torch_device
+        from .checkpoint import model_sha256
+
+        check_torch_device(path, runner.device.type, runner.precision, model_sha256(path))
     if runner.precision == "bf16" and runner.device.type == "cpu" \
             and not cpu_has_native_bf16():
         _notify("precision 'bf16' on a CPU without native bfloat16 (AVX512-BF16 or AMX): "

@@ -206,7 +206,8 @@ def failure(units: str, trials: list[Trial]) -> BackendError:
     said = "; ".join(f"{t.runtime or 'runtime'}: {trial_text(t)}" for t in trials)
     return BackendError(f"Core ML compute units '{units}' failed the check on this Mac "
                         f"({said}); nothing was upscaled with them. Try compute_units "
-                        f"'auto' or another backend; {DOCTOR_HINT}")
+                        f"'auto' or another backend; {DOCTOR_HINT} (a failure is checked "
+                        "again after a week; `vs-coreml-esrgan cache --clear` sooner)")
 
 
 def _run(compiled: Path, info: PackageInfo, runtime: str, reference: Path | None,

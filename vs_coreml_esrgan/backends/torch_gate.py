@@ -36,7 +36,7 @@ def check_torch_device(checkpoint: str | os.PathLike[str], device: str, precisio
     device is missing or fails the gate."""
     import torch
 
-    if device == "mps" and not torch.backends.mps.is_available():
+    if device == "mps" and not torch.backends.mps.is_available():  # before a child's cost
         raise BackendError("PyTorch has no MPS device here (torch.backends.mps."
                            "is_available() is False: a virtual machine, or a torch without "
                            "MPS)")
@@ -116,7 +116,8 @@ def measure(request: dict) -> dict:
                                      device="cpu", precision="fp32")(tiles)
     runner = create_torch_backend(loaded.network, spec.scale, device=request["device"],
                                   precision=request["precision"])
-    verdict = judge(runner(tiles.astype(runner.input_dtype)), reference, "fp16")
+    verdict = judge(runner(tiles.astype(runner.input_dtype)), reference,
+                    "fp32" if request["precision"] == "fp32" else "fp16")
     return {"psnr": verdict.psnr, "passed": verdict.passed, "reason": verdict.reason}
 
 
