@@ -236,3 +236,76 @@ def test_reference_file_is_the_executors_answer(mac, package):
     np.testing.assert_array_equal(expected, create_mil_backend(made)(tiles).astype(
         np.float32))
     assert reference_file(made, compiled) == (path, "")  # kept
+
+
+def test_the_trial_checks_parity_in_its_child(mac, package, monkeypatch, capsys):
+    """What each child runs, in this process: the parity verdict joins the timings."""
+    from vs_coreml_esrgan.backends import coreml_trial
+    from vs_coreml_esrgan.backends.coreml_child import trial_request
+
+    made = package()
+    info = read_package(made)
+    compiled = backend_module.compiled_model(made)
+    reference, _ = reference_file(made, compiled)
+    request = trial_request(compiled, info, "pyobjc", "gpu", reference)
+    assert coreml_trial.main([json.dumps(request)]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["psnr"] == float("inf") and "rejected" not in answer
+    monkeypatch.setenv("FAKE_COREML_WRONG_UNITS", "1")
+    assert coreml_trial.main([json.dumps(request)]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["rejected"].startswith("wrong output: PSNR ") and answer["psnr"] < 45
+
+
+def test_devices_through_coremltools_when_pyobjc_lacks_them(mac, monkeypatch):
+    """coremltools 8.1+: MLComputeDevice.get_all_compute_devices(), instances of classes
+    named as Core ML's."""
+    import coremltools.models.compute_device as compute_device
+
+    from vs_coreml_esrgan.backends.coreml_devices import compute_devices
+
+    monkeypatch.delattr(mac.CoreML, "MLAllComputeDevices")
+    doubles = sys.modules["coremltools_doubles"]
+    monkeypatch.setattr(compute_device.MLComputeDevice, "get_all_compute_devices",
+                        classmethod(lambda cls: [doubles.MLCPUComputeDevice(),
+                                                 doubles.MLGPUComputeDevice()]))
+    assert compute_devices() == ("CPU", "GPU")
+    monkeypatch.setattr(compute_device.MLComputeDevice, "get_all_compute_devices",
+                        classmethod(lambda cls: None.get_all_compute_devices()))
+    assert compute_devices() is None  # no native library: cannot say
+
+
+def test_torch_gate_verdicts_expire_and_reruns(make_checkpoint, monkeypatch, tmp_path):
+    from vs_coreml_esrgan.backends import torch_gate
+
+    monkeypatch.setenv("VS_COREML_ESRGAN_CACHE", str(tmp_path / "cache"))
+    checkpoint = make_checkpoint(compact(scale=2, num_conv=2))
+    calls = []
+    in_child = torch_gate._in_child
+
+    def child(path, device, precision):
+        calls.append(device)
+        return {"passed": False, "psnr": 30.0, "reason": "wrong output", "measured_at":
+                torch_gate.time.time(), "torch": torch_gate._torch_version()}
+
+    monkeypatch.setattr(torch_gate, "_in_child", child)
+    for _ in range(2):
+        with pytest.raises(BackendError, match="wrong output"):
+            torch_gate.check_torch_device(checkpoint, "cpu", "fp16", "c" * 64)
+    assert calls == ["cpu"]  # the failure is kept
+    (kept,) = (tmp_path / "cache" / "choices").glob("*-torchcpu-*.json")
+    kept.write_text(kept.read_text().replace(torch_gate._torch_version(), "0.0"))
+    with pytest.raises(BackendError):
+        torch_gate.check_torch_device(checkpoint, "cpu", "fp16", "c" * 64)
+    assert calls == ["cpu", "cpu"]  # another torch: checked again
+    kept.write_text("{damaged")
+    with pytest.raises(BackendError):
+        torch_gate.check_torch_device(checkpoint, "cpu", "fp16", "c" * 64)
+    assert len(calls) == 3
+
+    def no_python():
+        raise BackendError("no Python interpreter found")
+    monkeypatch.setattr(torch_gate, "python_executable", no_python)
+    verdict = in_child(checkpoint, "cpu", "fp16")
+    assert verdict["transient"] and not verdict["passed"]
+    assert verdict["reason"] == "could not start the check: no Python interpreter found"
