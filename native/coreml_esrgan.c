@@ -195,7 +195,7 @@ VS_EXTERNAL_API(void) VapourSynthPluginInit2(VSPlugin *plugin, const VSPLUGINAPI
                               * ValueError); as text the Python side checks them. */
                              "clip:vnode;model:data:opt;tile:data[]:opt;overlap:data:opt;"
                              "backend:data:opt;device:data:opt;precision:data:opt;batch:data:opt;"
-                             "compute_units:data:opt;",
+                             "compute_units:data:opt;prefer:data:opt;",
                              "clip:vnode;", upscaleCreate, NULL, plugin);
     vspapi->registerFunction("RegisterImplementation", "impl:func;", "", registerImplementationCreate,
                              NULL, plugin);

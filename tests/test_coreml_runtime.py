@@ -2,96 +2,46 @@
 (tests/fakes/, built from those projects' metadata and sources, computing with the
 executor): runtimes, compute plans, compute units 'auto' with real child processes."""
 
+# The fixtures imported from mac_doubles are taken as parameters of the same name.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
-import importlib.util
 import json
 import mmap
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import vapoursynth as vs
 from conftest import compact
+from mac_doubles import FAKES, child_env, mac, package  # noqa: F401 (fixtures)
 from vs_helpers import clip_from_arrays, frame_array, random_rgb
 
 from vs_coreml_esrgan import upscale
 from vs_coreml_esrgan.backends import BackendError, macos
 from vs_coreml_esrgan.backends import coreml_backend as backend_module
-from vs_coreml_esrgan.backends.coreml_plan import placement, share_of_cost
-from vs_coreml_esrgan.backends.coreml_pyobjc import element_strides
-from vs_coreml_esrgan.backends.coreml_units import (
+from vs_coreml_esrgan.backends.coreml_child import (
     Trial,
-    choice_path,
-    choose,
-    choose_compute_units,
+    coremltools_version,
     python_executable,
-    save_choice,
     trial_in_child,
 )
+from vs_coreml_esrgan.backends.coreml_plan import placement, share_of_cost
+from vs_coreml_esrgan.backends.coreml_pyobjc import element_strides
+from vs_coreml_esrgan.backends.coreml_records import record_path, save_trials
+from vs_coreml_esrgan.backends.coreml_units import choose, choose_compute_units
 from vs_coreml_esrgan.backends.mil_backend import create_mil_backend
 from vs_coreml_esrgan.checkpoint import load_model
 from vs_coreml_esrgan.coreml.convert import convert_model
 from vs_coreml_esrgan.coreml.package import read_package
 
-FAKES = Path(__file__).parent / "fakes"
 pytestmark = pytest.mark.skipif(sys.platform == "darwin", reason="runs the macOS code "
                                 "against doubles; on a Mac test_coreml.py runs it for real")
-
-
-def _load_fake(name: str):
-    spec = importlib.util.spec_from_file_location(name, FAKES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def mac(monkeypatch, tmp_path):
-    """This process as a Mac with macOS 14.5 (``mac.version`` changes it), PyObjC's Core ML
-    bindings and coremltools' native parts replaced by the doubles, an empty cache."""
-    for name in ("objc", "Foundation", "CoreML"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    fakes = {name: _load_fake(name) for name in ("objc", "Foundation", "CoreML")}
-    doubles = _load_fake("coremltools_doubles")
-    import coremltools as ct
-    import coremltools.models.compute_plan as compute_plan
-
-    monkeypatch.setattr(sys, "platform", "darwin")
-    state = {"version": "14.5"}
-    monkeypatch.setattr(platform, "mac_ver", lambda: (state["version"], ("", "", ""), "arm64"))
-    monkeypatch.setattr(ct.models.utils, "compile_model", doubles.compile_model)
-    monkeypatch.setattr(ct.models, "CompiledMLModel", doubles.CompiledMLModel)
-    monkeypatch.setattr(doubles.CompiledMLModel, "failures", {})
-    monkeypatch.setattr(compute_plan, "MLComputePlan", doubles.MLComputePlan)
-    monkeypatch.setenv("VS_COREML_ESRGAN_CACHE", str(tmp_path / "cache"))
-    for variable in ("FAKE_COREML_ABORT_UNITS", "FAKE_COREML_FAIL_UNITS",
-                     "FAKE_COREML_DELAY_MS", "FAKE_COREML_DECLINE_BACKING"):
-        monkeypatch.delenv(variable, raising=False)
-
-    class Mac:
-        CoreML = fakes["CoreML"]
-        plan = doubles.MLComputePlan
-        compiled_model = doubles.CompiledMLModel
-
-        @staticmethod
-        def version(text: str) -> None:
-            state["version"] = text
-
-    return Mac
-
-
-@pytest.fixture
-def package(make_checkpoint, tmp_path):
-    def make(precision: str = "fp16", batch: int = 1, **spec) -> Path:
-        loaded = load_model(make_checkpoint(compact(**{"scale": 2, "num_conv": 2, **spec})))
-        return convert_model(loaded, tmp_path / f"m-{precision}-{batch}.mlpackage",
-                             tile=(16, 12), batch=batch, precision=precision)
-    return make
 
 
 def _tiles(info, seed=0):
@@ -210,9 +160,10 @@ def test_cost_shares_are_weighted_by_estimated_cost():
 def test_compute_plan_placement(mac, package):
     made = package()
     compiled = backend_module.compiled_model(made)
-    ops = [op.operator_name for op in mac.plan.load_from_path(
-        str(compiled)).model_structure.program.functions["main"].block.operations
-        if op.operator_name != "const"]
+    named = [op.operator_name for op in mac.plan.load_from_path(
+        str(compiled)).model_structure.program.functions["main"].block.operations]
+    assert "ios16.conv" in named  # the plan's names carry the opset's prefix
+    ops = [name.split(".")[-1] for name in named if not name.endswith("const")]
     convs = ops.count("conv")
     expected = convs * 9 / (convs * 9 + len(ops) - convs)
     ane = placement(compiled, "ane")
@@ -222,6 +173,10 @@ def test_compute_plan_placement(mac, package):
     mac.plan.unplaced = ("add",)
     assert placement(compiled, "cpu").share("unknown") > 0
     mac.plan.unplaced = ()
+    # A compiled model is laid out as Core ML's compiler lays it out, not as a package.
+    assert {p.name for p in compiled.iterdir()} >= {"coremldata.bin", "model.mil", "weights",
+                                                    "metadata.json"}
+    assert not (compiled / "Manifest.json").exists()
     mac.version("14.3")
     with pytest.raises(BackendError, match=r"compute plan needs macOS 14\.4 or later; this "
                                            r"is macOS 14\.3"):
@@ -232,47 +187,91 @@ def test_compute_plan_placement(mac, package):
 
 
 def test_explicit_ane_warns_when_nothing_is_placed_on_the_neural_engine(mac, package):
-    made = package()
+    """The plan comes from the trial's child; a small program (two convolutions) is
+    planned on the CPU whatever the units, as Core ML is seen to do."""
     said = []
-    backend_module.create_coreml_backend(made, compute_units="ane", notify=said.append)
+    backend_module.create_coreml_backend(package(), compute_units="ane", notify=said.append)
     assert not any("plans none" in line for line in said)
-    mac.plan.no_neural_engine = True
-    try:
-        backend_module.create_coreml_backend(made, compute_units="ane", notify=said.append)
-    finally:
-        mac.plan.no_neural_engine = False
+    backend_module.create_coreml_backend(package(num_conv=0), compute_units="ane",
+                                         notify=said.append)
     assert any("'ane' asked for the Neural Engine, but Core ML plans none of this model's "
                "cost there (CPU 100 %)" in line for line in said)
 
 
-def _timings(ms: dict[str, float | str]):
+def _timings(ms: dict[str, float | str], share: float | None = 0.0, **fields):
+    """A trial runner: a number is the time of a unit that passed, text its error;
+    ``fields`` are added to every trial (psnr, rejected, measured_at ...)."""
     calls = []
 
     def run(units: str) -> Trial:
         calls.append(units)
         value = ms[units]
+        stamp = {"measured_at": time.time(), "coremltools": coremltools_version(), **fields}
         if isinstance(value, str):
-            return Trial(units, error=value)
-        return Trial(units, ms_per_tile=value, neural_engine_share=0.0)
+            return Trial(units, error=value, **stamp)
+        return Trial(units, ms_per_tile=value, neural_engine_share=share, **stamp)
     return run, calls
 
 
 def test_choice_is_the_fastest_unit_that_ran():
-    run, calls = _timings({"ane": 88.0, "gpu": 31.0, "all": 35.0, "cpu": 10.0})
-    choice = choose(run, ("ane", "gpu", "all"))
-    assert choice.units == "gpu" and calls == ["ane", "gpu", "all"]  # no cpu trial
-    assert choice.message() == ("Core ML: gpu chosen, 31.0 ms/tile; ane 88.0 ms, 0 % of "
-                                "the cost on the Neural Engine; all 35.0 ms, 0 % of the "
-                                "cost on the Neural Engine")
+    run, calls = _timings({"ane": 88.0, "gpu": 31.0, "all": 35.0, "cpu": 10.0}, psnr=50.0)
+    choice = choose(run, ("gpu", "ane", "all"))
+    assert choice.units == "gpu" and calls == ["gpu", "ane", "all"]  # no cpu trial
+    assert choice.message() == ("Core ML: gpu chosen, 31.0 ms/tile (PSNR 50.0 dB), prefer "
+                                "speed; ane 88.0 ms, 0 % of the cost on the Neural Engine, "
+                                "PSNR 50.0 dB; all 35.0 ms, 0 % of the cost on the Neural "
+                                "Engine, PSNR 50.0 dB")
     run, _ = _timings({"ane": "crashed (SIGABRT)", "gpu": 31.0, "all": 12.0})
-    choice = choose(run, ("ane", "gpu", "all"))
-    assert choice.units == "all" and "ane failed (crashed (SIGABRT))" in choice.message()
+    choice = choose(run, ("gpu", "ane", "all"))
+    assert choice.units == "all"
+    assert "ane (Neural Engine) failed: crashed (SIGABRT)" in choice.message()
     run, calls = _timings({"ane": "x", "gpu": "y", "all": "z", "cpu": 50.0})
-    assert choose(run, ("ane", "gpu", "all")).units == "cpu" and calls[-1] == "cpu"
+    assert choose(run, ("gpu", "ane", "all")).units == "cpu" and calls[-1] == "cpu"
     run, _ = _timings({"ane": "x", "gpu": "y", "all": "z", "cpu": "w"})
-    with pytest.raises(BackendError, match="any compute units: ane: x; gpu: y; all: z; "
-                                           "cpu: w"):
-        choose(run, ("ane", "gpu", "all"))
+    with pytest.raises(BackendError, match=r"any compute units: gpu \(GPU\) failed: y; ane "
+                                           r"\(Neural Engine\) failed: x; all \(all units\) "
+                                           r"failed: z; cpu \(CPU\) failed: w"):
+        choose(run, ("gpu", "ane", "all"))
+
+
+def test_a_unit_that_fails_the_parity_gate_is_never_chosen():
+    def run(units: str) -> Trial:
+        if units == "ane":  # the fastest, but wrong
+            return Trial("ane", ms_per_tile=5.0, psnr=27.0, rejected="wrong output: PSNR "
+                         "27.0 dB against the reference (needs >= 45 dB)")
+        return Trial(units, ms_per_tile={"gpu": 30.0, "all": 20.0}[units], psnr=60.0)
+
+    choice = choose(run, ("gpu", "ane", "all"))
+    assert choice.units == "all"
+    assert ("ane (Neural Engine) rejected: wrong output: PSNR 27.0 dB" in choice.message())
+
+
+@pytest.mark.parametrize(("ane_ms", "share", "expected"), [
+    (50.0, 0.9, "ane"),   # within 2x of the fastest (30 ms): the Neural Engine
+    (61.0, 0.9, "gpu"),   # more than 2x slower: the fastest after all
+    (40.0, 0.0, "gpu"),   # planned entirely off the Neural Engine: no saving to be had
+    (40.0, None, "ane"),  # no plan before macOS 14.4: taken on its name
+])
+def test_efficiency_takes_the_neural_engine_within_twice_the_fastest(ane_ms, share,
+                                                                     expected):
+    trials = [Trial("gpu", ms_per_tile=30.0), Trial("all", ms_per_tile=35.0),
+              Trial("ane", ms_per_tile=ane_ms, neural_engine_share=share)]
+    assert choose(lambda u: next(t for t in trials if t.units == u), ("gpu", "ane", "all"),
+                  prefer="efficiency").units == expected
+    assert choose(lambda u: next(t for t in trials if t.units == u),
+                  ("gpu", "ane", "all"), prefer="speed").units == "gpu"
+
+
+def test_preference_default_follows_the_battery(monkeypatch):
+    from vs_coreml_esrgan.backends.coreml_units import resolve_preference
+
+    monkeypatch.setattr(macos, "has_battery", lambda: True)
+    assert resolve_preference(None) == "efficiency" and resolve_preference("speed") == "speed"
+    monkeypatch.setattr(macos, "has_battery", lambda: False)
+    assert resolve_preference("auto") == "speed"
+    with pytest.raises(BackendError, match="prefer must be one of auto, speed, efficiency, "
+                                           "got 'cool'"):
+        resolve_preference("cool")
 
 
 def test_choice_is_saved_per_model_macos_and_chip(mac, package):
@@ -283,7 +282,7 @@ def test_choice_is_saved_per_model_macos_and_chip(mac, package):
     said = []
     assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
                                 run_trial=run) == "ane"
-    assert calls == ["ane", "gpu", "all"] and said[-1].startswith("Core ML: ane chosen")
+    assert calls == ["gpu", "ane", "all"] and said[-1].startswith("Core ML: ane chosen")
     again, calls_again = _timings({"ane": 99.0, "gpu": 1.0, "all": 1.0})
     assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
                                 run_trial=again) == "ane"
@@ -297,6 +296,12 @@ def test_choice_is_saved_per_model_macos_and_chip(mac, package):
     assert choose_compute_units(backend_module.compiled_model(fp32), read_package(fp32),
                                 "pyobjc", notify=said.append, run_trial=run32) == "all"
     assert calls32 == ["gpu", "all"]
+    # An explicit unit reuses the verdict saved for 'auto' (same model, runtime, Mac).
+    from vs_coreml_esrgan.backends.coreml_units import check_units
+
+    mac.version("14.5")
+    assert check_units(compiled, info, "pyobjc", "ane", notify=said.append,
+                       run_trial=again).ms_per_tile == 20.0
 
 
 def test_a_choice_being_measured_elsewhere_is_waited_for(mac, package):
@@ -308,7 +313,7 @@ def test_a_choice_being_measured_elsewhere_is_waited_for(mac, package):
     made = package()
     compiled, info = backend_module.compiled_model(made), read_package(made)
     first_run, _ = _timings({"ane": 5.0, "gpu": 9.0, "all": 7.0})
-    path = choice_path(compiled, "pyobjc")
+    path = record_path(compiled, "pyobjc")
     path.parent.mkdir(parents=True, exist_ok=True)
     waiting = threading.Event()
     said: list[str] = []
@@ -327,18 +332,11 @@ def test_a_choice_being_measured_elsewhere_is_waited_for(mac, package):
         second.start()
         assert waiting.wait(60)
         assert result == [] and not path.exists()
-        save_choice(path, choose(first_run, ("ane", "gpu", "all")))  # the other's result
+        save_trials(path, {t.units: t for t in choose(first_run, ("gpu", "ane", "all")).trials})
         fcntl.flock(held, fcntl.LOCK_UN)
     second.join(60)
     assert result == ["ane"] and second_calls == []
     assert "measured earlier" in said[-1]
-
-
-def _child_env(monkeypatch, **variables):
-    root = Path(__file__).parent.parent
-    monkeypatch.setenv("PYTHONPATH", f"{FAKES}:{root}")
-    for key, value in variables.items():
-        monkeypatch.setenv(key, value)
 
 
 def test_trials_run_in_child_processes_and_survive_an_abort(mac, package, monkeypatch):
@@ -347,18 +345,21 @@ def test_trials_run_in_child_processes_and_survive_an_abort(mac, package, monkey
     made = package()
     info = read_package(made)
     compiled = backend_module.compiled_model(made)
-    _child_env(monkeypatch, FAKE_COREML_ABORT_UNITS="1", FAKE_COREML_DELAY_MS="3=300")
+    child_env(monkeypatch, FAKE_COREML_ABORT_UNITS="1", FAKE_COREML_DELAY_MS="3=300")
     crashed = trial_in_child(compiled, info, "pyobjc", "gpu")
     assert crashed.error == "crashed (SIGABRT)"
     said = []
     backend = backend_module.create_coreml_backend(made, notify=said.append)
     assert backend.compute_units == "all" and backend.runtime == "pyobjc"
-    assert "Core ML: all chosen" in said[-1] and "gpu failed (crashed (SIGABRT))" in said[-1]
+    assert "Core ML: all chosen" in said[-1]
+    assert "gpu (GPU) failed: crashed (SIGABRT)" in said[-1]
     saved = json.loads(next((Path(backend_module.cache_dir()) / "choices").glob("*.json"))
                        .read_text())
-    assert saved["units"] == "all"
     ane = next(t for t in saved["trials"] if t["units"] == "ane")
     assert ane["ms_per_tile"] >= 300
+    # Each unit passed the parity gate in its child: the doubles compute the executor's
+    # program, so their answers equal the reference.
+    assert ane["psnr"] is not None and ane["psnr"] > 60 and ane["rejected"] is None
     np.testing.assert_array_equal(backend(_tiles(info)), create_mil_backend(made)(
         _tiles(info)))
 
@@ -367,11 +368,11 @@ def test_a_child_that_fails_or_hangs_is_a_failed_trial(mac, package, monkeypatch
     made = package()
     info = read_package(made)
     compiled = backend_module.compiled_model(made)
-    _child_env(monkeypatch, FAKE_COREML_FAIL_UNITS="3")
+    child_env(monkeypatch, FAKE_COREML_FAIL_UNITS="3")
     failed = trial_in_child(compiled, info, "pyobjc", "ane")
     assert failed.error.startswith("BackendError: Core ML could not load") and \
         "ANECCompile() FAILED" in failed.error
-    _child_env(monkeypatch, FAKE_COREML_DELAY_MS="2=5000")
+    child_env(monkeypatch, FAKE_COREML_DELAY_MS="2=5000")
     slow = trial_in_child(compiled, info, "pyobjc", "all", timeout=3)
     assert slow.error == "no result within 3 s"
 
@@ -389,7 +390,7 @@ def test_the_child_finds_this_python_even_under_vspipe(monkeypatch):
 def test_the_filter_on_a_mac_chooses_units_and_matches_the_executor(mac, package,
                                                                     monkeypatch, capfd):
     made = package()
-    _child_env(monkeypatch, FAKE_COREML_DELAY_MS="1=300,2=300")
+    child_env(monkeypatch, FAKE_COREML_DELAY_MS="1=300,2=300")
     clip = clip_from_arrays(random_rgb(1, 20, 30, seed=5), vs.RGBS)
     coreml = frame_array(upscale(clip, made, overlap=2).get_frame(0))
     assert "Core ML: ane chosen" in capfd.readouterr().err
@@ -404,35 +405,64 @@ def test_macos_facts_off_a_mac(monkeypatch):
     assert macos.chip_name() == (platform.machine() or "unknown")
 
 
-def test_doctor_on_a_mac_reports_plans_trials_and_the_choice(mac, make_checkpoint, tmp_path,
-                                                             monkeypatch, capsys):
+def test_doctor_on_a_mac_reports_units_parity_and_both_choices(mac, make_checkpoint,
+                                                                monkeypatch, capsys):
+    """gpu aborts, 'all' answers wrong values, ane is slow but within 2x of the CPU: every
+    unit in a child, each row with its verdict; speed takes the CPU, efficiency ane."""
+    import re
+
     from vs_coreml_esrgan.cli import main as cli
 
     checkpoint = make_checkpoint(compact(scale=2, num_conv=2))
-    _child_env(monkeypatch, FAKE_COREML_ABORT_UNITS="1", FAKE_COREML_DELAY_MS="3=200")
+    child_env(monkeypatch, FAKE_COREML_ABORT_UNITS="1", FAKE_COREML_WRONG_UNITS="2",
+              FAKE_COREML_DELAY_MS="3=300,0=200")
     assert cli(["doctor", str(checkpoint), "--size", "40x30"]) == 0
     report = capsys.readouterr().out
     assert "| system | macOS 14.5 |" in report
-    # The compute plan per setting, weighted by cost (conv on the Neural Engine for ane).
-    assert "| ane | Neural Engine " in report and "| cpu | CPU 100 % |" in report
-    # Trials per runtime and compute units: gpu crashed in its child; the report goes on.
-    assert "| Core ML pyobjc gpu | failed: crashed (SIGABRT) | |" in report
-    # Both runtimes are measured; in these children coremltools has no native library.
-    assert "| Core ML coremltools gpu | failed: BackendError: Core ML could not load" in report
-    assert "compute units 'auto' would choose: Core ML: all chosen" in report
-    assert "parity, Core ML (pyobjc, all): max abs error" in report and "(PASS" in report
+    assert "- compute devices Core ML lists: CPU, GPU, Neural Engine" in report
+    assert "| ane | Neural Engine | yes | the Neural Engine |" in report
+    for runtime in ("pyobjc", "coremltools"):
+        assert f"| {runtime} | gpu | - | - | failed: crashed (SIGABRT) |" in report
+        assert re.search(rf"\| {runtime} \| all \| \d+\.\d \| \d+\.\d dB \| rejected: "
+                         r"wrong output: PSNR", report)
+        assert re.search(rf"\| {runtime} \| ane \| \d+\.\d \| identical \| pass \| "
+                         r"Neural Engine 9\d %, CPU \d+ % \| none \|", report)
+        assert re.search(rf"\| {runtime} \| cpu \| \d+\.\d \| identical \| pass \| "
+                         r"CPU 100 % \| none \|", report)
+        assert re.search(rf"- compute units 'auto', {runtime}, prefer speed \(the default on "
+                         r"this Mac\): cpu, \d+\.\d ms/tile", report)
+        assert re.search(rf"- compute units 'auto', {runtime}, prefer efficiency: ane, ",
+                         report)
+    assert "- backend 'auto' would run: Core ML (a unit passed the parity check)" in report
+    assert "| Core ML pyobjc all | rejected: wrong output" in report
     assert "| torch MPS fp16 | failed: BackendError" in report  # no MPS on this machine
+
+
+def test_doctor_on_a_mac_where_no_unit_passes(mac, make_checkpoint, monkeypatch, capsys):
+    from vs_coreml_esrgan.cli import main as cli
+
+    checkpoint = make_checkpoint(compact(scale=2, num_conv=2))
+    child_env(monkeypatch, FAKE_COREML_ZERO_UNITS="0,1,2,3", FAKE_COREML_DEVICES="CPU")
+    assert cli(["doctor", str(checkpoint), "--size", "40x30"]) == 0
+    report = capsys.readouterr().out
+    # A virtual machine: what its 'ane' and 'gpu' cases show is said plainly.
+    assert ("| ane | Neural Engine | no (Neural Engine missing) | the CPU only: not a "
+            "figure for Neural Engine |") in report
+    assert "| all | GPU and Neural Engine | no (GPU, Neural Engine missing) |" in report
+    assert "prefer speed (the default on this Mac): none (no unit passed)" in report
+    assert ("- backend 'auto' would run: not Core ML (no unit passed); torch on the CPU "
+            "(torch on MPS: failed: BackendError: PyTorch has no MPS device here") in report
 
 
 def test_trial_entry_point_in_process(mac, package, capsys):
     """What each child runs: timings, the compute plan, non-finite output refused."""
     from vs_coreml_esrgan.backends import coreml_trial
-    from vs_coreml_esrgan.backends.coreml_units import trial_request
+    from vs_coreml_esrgan.backends.coreml_child import trial_request
 
     made = package()
     info = read_package(made)
     compiled = backend_module.compiled_model(made)
-    request = trial_request(compiled, info, "pyobjc", "ane")
+    request = trial_request(compiled, info, "pyobjc", "ane", None)
     assert coreml_trial.main([json.dumps(request)]) == 0
     result = Trial(**json.loads(capsys.readouterr().out))
     assert result.ran and result.units == "ane" and result.ms_per_tile > 0
@@ -452,14 +482,14 @@ def test_a_setting_that_computes_nan_is_not_chosen(mac, make_checkpoint, tmp_pat
     import torch
 
     from vs_coreml_esrgan.backends import coreml_trial
-    from vs_coreml_esrgan.backends.coreml_units import trial_request
+    from vs_coreml_esrgan.backends.coreml_child import trial_request
 
     loaded = load_model(make_checkpoint(compact(scale=2, num_conv=2)))
     with torch.no_grad():
         loaded.network.body[0].bias.fill_(float("inf"))  # as an fp16 overflow would
     made = convert_model(loaded, tmp_path / "inf.mlpackage", tile=(16, 12))
     compiled = backend_module.compiled_model(made)
-    request = trial_request(compiled, read_package(made), "pyobjc", "gpu")
+    request = trial_request(compiled, read_package(made), "pyobjc", "gpu", None)
     assert coreml_trial.main([json.dumps(request)]) == 1
     assert "non-finite output on compute units gpu" in capsys.readouterr().err
 
@@ -528,44 +558,74 @@ def test_units_auto_measures_through_coremltools_when_pyobjc_runs_nowhere(
     info = read_package(made)
     calls = []
 
-    def fake_choose(compiled, info_, runtime, *, notify, run_trial=None):
+    def fake_choose(compiled, info_, runtime, *, notify, prefer, reference,
+                    run_trial=None):
         calls.append(runtime)
+        assert prefer == "speed" and reference.is_file()
         if runtime == "pyobjc":
             raise BackendError("Core ML could not run this model on any compute units")
         return "gpu"
 
-    monkeypatch.setattr("vs_coreml_esrgan.backends.coreml_units.choose_compute_units",
-                        fake_choose)
+    monkeypatch.setattr(backend_module, "choose_compute_units", fake_choose)
     said = []
-    backend = backend_module.create_coreml_backend(made, notify=said.append)
+    backend = backend_module.create_coreml_backend(made, notify=said.append, prefer="speed")
     assert calls == ["pyobjc", "coremltools"]
     assert backend.runtime == "coremltools" and backend.compute_units == "gpu"
-    assert "measuring through coremltools" in said[0]
+    assert "ran correctly on no compute units" in said[0] and "trying coremltools" in said[0]
     np.testing.assert_allclose(backend(_tiles(info)), create_mil_backend(made)(
         _tiles(info)).astype(np.float32), atol=1e-3)
 
 
-def test_accidental_choices_are_not_kept(mac, package):
+def test_failed_verdicts_expire_and_transient_ones_are_not_kept(mac, package, monkeypatch):
+    """A Neural Engine compile that timed out is remembered (not tried on every run) for
+    a week or until coremltools changes; a trial that could not start is forgotten."""
+    from vs_coreml_esrgan.backends import coreml_records
+
     made = package()
     info = read_package(made)
     compiled = backend_module.compiled_model(made)
     said = []
-    timed_out, _ = _timings({"ane": "no result within 600 s", "gpu": 30.0, "all": 40.0})
+    timed_out, calls = _timings({"ane": "no result within 600 s", "gpu": 30.0,
+                                 "all": "could not start the trial: no python"})
     assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
                                 run_trial=timed_out) == "gpu"
-    assert "not saved" in said[-1]
-    only_cpu, _ = _timings({"ane": "x", "gpu": "y", "all": "z", "cpu": 9.0})
+    assert calls == ["gpu", "ane", "all"]
     assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
-                                run_trial=only_cpu) == "cpu"
-    assert not list((Path(backend_module.cache_dir()) / "choices").glob("*.json"))
-    fine, calls = _timings({"ane": 5.0, "gpu": 30.0, "all": 40.0})
+                                run_trial=timed_out) == "gpu"
+    assert calls == ["gpu", "ane", "all", "all"]  # only the transient one again
+    week = coreml_records.FAILURE_DAYS * 86400
+    real_time = time.time
+    monkeypatch.setattr(coreml_records.time, "time", lambda: real_time() + week + 1)
+    choose_compute_units(compiled, info, "pyobjc", notify=said.append, run_trial=timed_out)
+    assert calls[-2:] == ["ane", "all"]  # expired: the Neural Engine is tried again
+    monkeypatch.setattr(coreml_records.time, "time", real_time)
+    monkeypatch.setattr(coreml_records, "coremltools_version", lambda: "99.0")
+    choose_compute_units(compiled, info, "pyobjc", notify=said.append, run_trial=timed_out)
+    assert calls[-2:] == ["ane", "all"]  # another coremltools: tried again
+    path = record_path(compiled, "pyobjc")
+    path.write_text("{damaged")
+    choose_compute_units(compiled, info, "pyobjc", notify=said.append, run_trial=timed_out)
+    assert calls[-3:] == ["gpu", "ane", "all"]  # a damaged record: measured again
+
+
+def test_no_neural_engine_listed_skips_its_trial(mac, package, monkeypatch):
+    """A virtual machine or an Intel Mac: Core ML lists no Neural Engine (macOS 14+)."""
+    from vs_coreml_esrgan.backends.coreml_devices import compute_devices
+
+    made = package()
+    info = read_package(made)
+    compiled = backend_module.compiled_model(made)
+    assert compute_devices() == ("CPU", "GPU", "Neural Engine")
+    monkeypatch.setenv("FAKE_COREML_DEVICES", "CPU")
+    assert compute_devices() == ("CPU",)
+    run, calls = _timings({"gpu": 30.0, "all": 20.0})
+    said = []
     assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
-                                run_trial=fine) == "ane"
-    (saved,) = (Path(backend_module.cache_dir()) / "choices").glob("*.json")
-    saved.write_text(saved.read_text().replace('"units": "ane"', '"units": "npu"'))
-    assert choose_compute_units(compiled, info, "pyobjc", notify=said.append,
-                                run_trial=fine) == "ane"  # a damaged file: measured again
-    assert calls == ["ane", "gpu", "all"] * 2
+                                run_trial=run) == "all"
+    assert calls == ["gpu", "all"]
+    assert "ane (Neural Engine) failed: skipped: Core ML lists no Neural Engine" in said[-1]
+    mac.version("13.6")  # no MLAllComputeDevices before macOS 14: tried anyway
+    assert compute_devices() is None
 
 
 def test_the_trial_error_is_found_among_later_log_lines(mac, package, monkeypatch):
@@ -582,6 +642,6 @@ def test_the_trial_error_is_found_among_later_log_lines(mac, package, monkeypatc
         return real_run([command[0], "-c", noisy, *command[3:]], **kwargs)
 
     monkeypatch.setattr(subprocess, "run", run)
-    _child_env(monkeypatch, FAKE_COREML_FAIL_UNITS="3")
+    child_env(monkeypatch, FAKE_COREML_FAIL_UNITS="3")
     failed = trial_in_child(compiled, info, "pyobjc", "ane")
     assert failed.error.startswith("BackendError: Core ML could not load")

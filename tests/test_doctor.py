@@ -24,7 +24,8 @@ def test_doctor_reports_what_runs_here(make_checkpoint, capsys):
     assert "tile 80x48 (Core ML rule), 1 tiles per frame" in report
     assert re.search(r"- convert \(fp16\): \d+\.\d s", report)
     assert re.search(r"- parity, executor: max abs error \S+, PSNR \d+\.\d dB \(PASS", report)
-    assert "- needs macOS: compute plan" in report
+    assert "- needs macOS: time, parity and compute plan per compute unit" in report
+    assert "only against doubles of Core ML" in report  # says what was proven where
     # precision 'auto': bf16 on CPUs with native bfloat16, else fp32
     assert re.search(r"\| torch CPU (fp32|bf16) \| \d+\.\d \| \d+\.\d+ \|", report)
     assert re.search(r"\| executor \(mil, fp16 program\) \| \d+\.\d \| \d+\.\d+ \|", report)

@@ -210,10 +210,11 @@ def test_existing_output_is_kept(model, tmp_path):
 
 def test_print_shows_script_and_pipeline(model, tmp_path):
     result = _job(SAMPLE, tmp_path / "o.mkv", "--model", model, "--tile", "96x64",
-                  "--precision", "fp32", "--print")
+                  "--precision", "fp32", "--prefer", "efficiency", "--print")
     assert result.returncode == 0
     assert ("core.bs.VideoSource(" in result.stdout or "clip = source(" in result.stdout)
     assert "tile=[96, 64]" in result.stdout and "precision='fp32'" in result.stdout
+    assert "prefer='efficiency'" in result.stdout
     assert re.search(r"vspipe -c y4m -s 0 -e 47 upscale.vpy - \\\n  \| \S*ffmpeg", result.stdout)
     assert not (tmp_path / "o.mkv").exists()
 

@@ -98,7 +98,8 @@ def test_introspection():
     assert plugin.Upscale.signature.startswith(
         # numbers as data: checked by the Python side, not truncated by VapourSynth's int()
         "clip:vnode;model:data:opt;tile:data[]:opt;overlap:data:opt;backend:data:opt;"
-        "device:data:opt;precision:data:opt;batch:data:opt;")
+        "device:data:opt;precision:data:opt;batch:data:opt;compute_units:data:opt;"
+        "prefer:data:opt;")
     entry = next(p for p in vs.core.plugins() if p.namespace == "coreml_esrgan")
     assert entry.identifier == "io.github.vs-coreml-esrgan"
     major, minor = (int(v) for v in vs_coreml_esrgan.__version__.split(".")[:2])
@@ -137,7 +138,7 @@ def test_hostile_arguments_through_vspipe(tmp_path, make_checkpoint):
         model = {str(model)!r}
         calls = [dict(overlap=4.5), dict(overlap=True), dict(batch=True), dict(tile='abc'),
                  dict(tile=[64, 'x']), dict(tile=2**40), dict(backend=b'\\xff'),
-                 dict(model=b'/no/such/\\xff.pth')]
+                 dict(model=b'/no/such/\\xff.pth'), dict(prefer='cool')]
         for call in calls:
             kwargs = dict(model=model) | call
             try:
@@ -168,6 +169,7 @@ def test_hostile_arguments_through_vspipe(tmp_path, make_checkpoint):
         "ACCEPTED {'tile': 1099511627776}",
         "ERROR Upscale: backend must be UTF-8 text, got bytes b'\\xff'",
         "ERROR Upscale: model file '/no/such/\\udcff.pth' does not exist",
+        "ERROR Upscale: prefer must be one of auto, speed, efficiency, got 'cool'",
     ]
     assert "ODD NAME 128 96" in lines
     assert ("FRAME vapoursynth.Error: Upscale: frame 1: _Matrix 10 (BT.2020 constant "

@@ -81,7 +81,8 @@ class _Implementation:
                  tile: list[Text] | Text | None = None, overlap: Text | None = None,
                  backend: Text | None = None, device: Text | None = None,
                  precision: Text | None = None, batch: Text | None = None,
-                 compute_units: Text | None = None) -> vs.VideoNode | str:
+                 compute_units: Text | None = None,
+                 prefer: Text | None = None) -> vs.VideoNode | str:
         from .filter import upscale_named
 
         try:
@@ -93,6 +94,7 @@ class _Implementation:
                 "backend": _text("backend", backend), "device": _text("device", device),
                 "precision": _text("precision", precision),
                 "compute_units": _text("compute_units", compute_units),
+                "prefer": _text("prefer", prefer),
             }
             given = {k: v for k, v in options.items() if v is not None}
             return upscale_named(_NAME, clip, _path(model), **given)

@@ -83,14 +83,16 @@ def current_umask() -> int:
 # backends/coreml_units.py): packages/<key>/ holding model.mlpackage and sha256,
 # compiled/<key>.mlmodelc, and while one is built a temporary .<name>.<random>/ beside it;
 # choices/<key>-<runtime>-<macOS>-<chip>.json files (written through .<name>.<pid>,
-# measured under the lock .<name>.lock).
+# measured under the lock .<name>.lock); references/<key>.npz (the parity gate's
+# reference answer, written through .<key>.<pid>.npz).
 # Nothing else is ours to delete.
 _OURS = {
     "packages": re.compile(r"[0-9a-f]{32}|\.[0-9a-f]{32}\..+"),
     "compiled": re.compile(r"[0-9a-f]{32}\.mlmodelc|\.[0-9a-f]{32}\.mlmodelc\..+"),
     "choices": re.compile(r"\.?[0-9a-f]{32}-[a-z]+-[A-Za-z0-9.-]+\.json(\.\d+|\.lock)?"),
+    "references": re.compile(r"\.?[0-9a-f]{32}(\.\d+)?\.npz"),
 }
-_FILE_GROUPS = {"choices"}
+_FILE_GROUPS = {"choices", "references"}
 _PACKAGE_FILES = {"model.mlpackage", "sha256"}
 
 
@@ -104,7 +106,8 @@ def _is_ours(group: str, entry: Path) -> bool:
 
 
 def _scan() -> tuple[list[Path], list[Path]]:
-    """(ours, others) under the cache's ``packages/``, ``compiled/`` and ``choices/``."""
+    """(ours, others) under the cache's ``packages/``, ``compiled/``, ``choices/`` and
+    ``references/``."""
     ours, others = [], []
     root = cache_dir()
     for group in _OURS:

@@ -35,6 +35,10 @@ def add_upscale_parser(commands, tile_type) -> None:
     job.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"),
                      help="default auto: fp16 with Core ML and GPUs; on the CPU bf16 where "
                      "it computes bfloat16 natively (AVX512-BF16, AMX), else fp32")
+    job.add_argument("--prefer", choices=("auto", "speed", "efficiency"),
+                     help="Core ML on a Mac: speed (the fastest unit) or efficiency (the "
+                     "Neural Engine when at most twice as slow); default auto: efficiency "
+                     "on a Mac with a battery")
     from .job.encoders import ENCODERS
 
     job.add_argument("--encoder", choices=tuple(ENCODERS), metavar="ENCODER",
@@ -77,7 +81,8 @@ def _request(args: argparse.Namespace, source: Path, output: Path):
     return JobRequest(
         source=source, output=output,
         upscale=UpscaleOptions(model=args.model, tile=args.tile, overlap=args.overlap,
-                               backend=args.backend, precision=args.precision),
+                               backend=args.backend, precision=args.precision,
+                               prefer=args.prefer),
         encoder=args.encoder, crf=args.crf, quality=args.quality, preset=args.preset,
         bits=args.bit_depth, start=args.start, end=args.end,
         chunks=1 if args.chunks is None else args.chunks, force=args.force,

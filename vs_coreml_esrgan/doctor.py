@@ -1,9 +1,11 @@
 """``vs-coreml-esrgan doctor``: what this machine does with a model, as a markdown report.
 
 The one command a Mac user runs and pastes into a bug report. It composes what exists:
-conversion (``coreml.convert``), parity (``coreml.verify``), Core ML's compute plan and
-the compute-unit trials (``backends.coreml_plan``, ``backends.coreml_units``: each Core ML
-measurement in a child process of its own), the torch and executor backends. Every step
+conversion (``coreml.convert``), parity (``coreml.verify``), the compute-unit trials
+(``backends.coreml_child``: each Core ML load, timing, parity check against the executor
+and compute plan in a child process of its own, so nothing Core ML does ends the report),
+the fallback of backend 'auto' (``backends.fallback``, ``backends.torch_gate``), the torch
+and executor backends. Every figure is measured by this run on this machine. Every step
 that fails is a row with its cause; the report itself never ends in a traceback.
 """
 
@@ -181,47 +183,98 @@ def _parity(report: Report, loaded: Any, package: Path, make: Callable[[Path], A
 
 def _core_ml(report: Report, loaded: Any, package: Path | Failure
              ) -> dict[tuple[str, str], Any]:
-    """Compute plan and trials per runtime and compute units (macOS), in child processes."""
-    lines = report.section("Core ML")
+    """Per runtime and compute units, each in a child process of its own: time, parity on
+    the photograph against the executor, Neural Engine compiler errors, the compute plan's
+    Neural Engine share. Then the devices present, the choice under both preferences and
+    what backend 'auto' would run."""
+    lines = report.section("Core ML (each unit tried in a child process on this machine, "
+                           "checked against the ML Program executor on a photograph)")
     if sys.platform != "darwin":
-        lines.append("- needs macOS: compute plan, Core ML parity, time per compute unit, "
-                     "the compute units 'auto' would choose")
+        lines.append("- needs macOS: time, parity and compute plan per compute unit, the "
+                     "units 'auto' would choose; off macOS the project's tests run this "
+                     "logic only against doubles of Core ML (tests/fakes)")
+        lines.append("- backend 'auto' here: torch (a checkpoint) or the executor (a "
+                     ".mlpackage)")
         return {}
     if isinstance(package, Failure):
         lines.append(f"- no package: {package}")
+        lines.append(f"- backend 'auto' would run: {_torch_fallback(report, loaded)}")
         return {}
-    from .backends.coreml_backend import compiled_model, create_coreml_backend
-    from .backends.coreml_plan import placement
+    from .backends.coreml_backend import compiled_model
+    from .backends.coreml_child import trial_in_child
+    from .backends.coreml_devices import compute_devices, unit_devices_table
     from .backends.coreml_pyobjc import pyobjc_available
-    from .backends.coreml_units import candidates, choose, trial_in_child
+    from .backends.coreml_records import reference_file
     from .coreml.package import read_package
 
     info = step(report, lambda: read_package(package))
-    if isinstance(info, Failure):
-        lines.append(f"- package: {info}")
-        return {}
     compiled = step(report, lambda: compiled_model(package))
-    if isinstance(compiled, Failure):
-        lines.append(f"- compile: {compiled}")
+    if isinstance(info, Failure) or isinstance(compiled, Failure):
+        lines.append(f"- package: {info if isinstance(info, Failure) else compiled}")
         return {}
-    lines += ["| compute units | compute plan (share of estimated cost) |", "|---|---|"]
-    for units in ("ane", "gpu", "all", "cpu"):
-        lines.append(f"| {units} | {step(report, lambda u=units: placement(compiled, u).describe())} |")  # noqa: E501
+    devices = compute_devices()
+    lines.append("- compute devices Core ML lists: " + (
+        ", ".join(devices) if devices is not None else "unknown (needs macOS 14)"))
+    lines += ["", *unit_devices_table(devices), ""]
+    reference, why = reference_file(package, compiled)
+    if reference is None:
+        lines.append(f"- parity not checked: {why}")
     runtimes = ["pyobjc", "coremltools"] if pyobjc_available() else ["coremltools"]
-    trials = {(runtime, units): trial_in_child(compiled, info, runtime, units)
-              for runtime in runtimes for units in ("ane", "gpu", "all", "cpu")}
-    report.failures += sum(not trial.ran for trial in trials.values())
-    ran = {units: trials[(runtimes[0], units)] for units in ("ane", "gpu", "all", "cpu")}
-    choice = step(report, lambda: choose(ran.__getitem__, candidates(info)))
+    trials = {(runtime, units): trial_in_child(compiled, info, runtime, units,
+                                               reference=reference)
+              for runtime in runtimes for units in ("gpu", "ane", "all", "cpu")}
+    report.failures += sum(not trial.usable for trial in trials.values())
+    lines += ["", "| runtime | units | ms/tile | PSNR | verdict | compute plan | "
+              "compiler errors |", "|---|---|---|---|---|---|---|"]
+    lines += [_trial_row(trial) for trial in trials.values()]
     lines.append("")
-    lines.append(f"- compute units 'auto' would choose: "
-                 f"{choice.message() if not isinstance(choice, Failure) else choice}")
-    if not isinstance(choice, Failure):
-        lines.append(f"- parity, Core ML ({runtimes[0]}, {choice.units}): " + _parity(
-            report, loaded, package,
-            lambda p: create_coreml_backend(p, compute_units=choice.units,
-                                            runtime=runtimes[0])))
+    _choices(lines, runtimes, trials)
+    lines.append(f"- backend 'auto' would run: {_auto_decision(report, loaded, trials)}")
     return trials
+
+
+def _trial_row(trial: Any) -> str:
+    ms = f"{trial.ms_per_tile:.1f}" if trial.ran else "-"
+    psnr = "-" if trial.psnr is None else (
+        "identical" if trial.psnr == float("inf") else f"{trial.psnr:.1f} dB")
+    verdict = ("pass" if trial.usable else f"rejected: {trial.rejected}" if trial.ran
+               else f"failed: {trial.error}")
+    errors = " / ".join(trial.compiler_errors) or "none"
+    return (f"| {trial.runtime} | {trial.units} | {ms} | {psnr} | {verdict} | "
+            f"{trial.placement or '-'} | {errors} |")
+
+
+def _choices(lines: list[str], runtimes: list[str], trials: dict) -> None:
+    from .backends.coreml_units import pick, resolve_preference
+
+    default = resolve_preference(None)
+    for runtime in runtimes:
+        ran = [trial for (r, _), trial in trials.items() if r == runtime]
+        for prefer in ("speed", "efficiency"):
+            best = pick(ran, prefer)
+            text = f"{best.units}, {best.ms_per_tile:.1f} ms/tile" if best else \
+                "none (no unit passed)"
+            mark = " (the default on this Mac)" if prefer == default else ""
+            lines.append(f"- compute units 'auto', {runtime}, prefer {prefer}{mark}: {text}")
+
+
+def _auto_decision(report: Report, loaded: Any, trials: dict) -> str:
+    passed = [trial for trial in trials.values() if trial.usable]
+    if passed:
+        return "Core ML (a unit passed the parity check)"
+    return "not Core ML (no unit passed); " + _torch_fallback(report, loaded)
+
+
+def _torch_fallback(report: Report, loaded: Any) -> str:
+    """Whether torch on MPS passes its parity check (in a child), else the CPU."""
+    from .backends.torch_gate import check_torch_device
+    from .checkpoint import model_sha256
+
+    psnr = step(report, lambda: check_torch_device(loaded.path, "mps", "fp16",
+                                                   model_sha256(loaded.path)))
+    if isinstance(psnr, Failure):
+        return f"torch on the CPU (torch on MPS: {psnr})"
+    return f"torch on MPS, fp16 (PSNR {psnr:.1f} dB against torch fp32 on the CPU)"
 
 
 def _speed(report: Report, loaded: Any, package: Path | Failure, tile: tuple[int, int],
@@ -230,8 +283,9 @@ def _speed(report: Report, loaded: Any, package: Path | Failure, tile: tuple[int
                            f"{tiles_per_frame} tiles))")
     lines += ["| backend | ms/tile | frames/s |", "|---|---|---|"]
     for (runtime, units), trial in trials.items():
-        lines.append(_speed_row(f"Core ML {runtime} {units}", trial.ms_per_tile if trial.ran
-                                else Failure(f"failed: {trial.error}"), tiles_per_frame))
+        outcome = trial.ms_per_tile if trial.usable else Failure(
+            f"rejected: {trial.rejected}" if trial.ran else f"failed: {trial.error}")
+        lines.append(_speed_row(f"Core ML {runtime} {units}", outcome, tiles_per_frame))
     shape = (1, loaded.spec.num_in_ch, tile[1], tile[0])
     torch_device = "mps" if sys.platform == "darwin" else "cpu"
     label = f"torch {torch_device.upper()} {_torch_precision(torch_device)}"

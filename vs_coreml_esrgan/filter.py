@@ -18,13 +18,14 @@ import numpy as np
 import vapoursynth as vs
 
 from . import colour, frames, stitching, tiling
-from .backends import Backend, BackendError
+from .backends import Backend, BackendError, fallback
 from .catalogue import DEFAULT_MODEL, is_model_name, resolve_model
 from .memory import activation_values, check_fits, package_activation_values
 from .network_spec import FALLBACK_OVERLAP, ModelError, NetworkSpec
 
 BACKENDS = ("auto", "torch", "coreml", "mil")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PREFERENCES = ("auto", "speed", "efficiency")
 _NAME = "upscale"
 _SMALLER = "use a smaller tile or batch (tile=None picks one of at most 512)"
 
@@ -39,7 +40,8 @@ class _Setup:
 def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
             tile: int | Sequence[int] | None = None, overlap: int | None = None,
             backend: str = "auto", device: str | None = None, precision: str = "auto",
-            batch: int | None = None, compute_units: str | None = None) -> vs.VideoNode:
+            batch: int | None = None, compute_units: str | None = None,
+            prefer: str | None = None) -> vs.VideoNode:
     """Upscale ``clip`` with a Real-ESRGAN network.
 
     ``clip``: constant format and size; RGB (8-16 bit integer, half, single), YUV or GRAY
@@ -57,17 +59,24 @@ def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
     ``overlap``: context pixels on each inner side of a tile (cross-faded, no seams); None:
     the model's receptive radius where it is known and at most 32 (tiled output then equals
     whole-frame output), else 16 (see ``vs-coreml-esrgan inspect MODEL``).
-    ``backend``: 'auto' (coreml on macOS, else torch, or mil for a ``.mlpackage``),
-    'torch', 'coreml' (macOS) or 'mil' (the portable ML Program executor). With 'coreml'
+    ``backend``: 'auto' (off macOS torch, or mil for a ``.mlpackage``; on macOS the first
+    that runs correctly of Core ML, torch on MPS (fp16) and torch on the CPU, or for a
+    ``.mlpackage`` Core ML then mil, each step down reported in one line on stderr; see
+    :mod:`vs_coreml_esrgan.backends.fallback`), 'torch', 'coreml' (macOS; strict: an error
+    rather than another backend) or 'mil' (the portable ML Program executor). With 'coreml'
     or 'mil' a checkpoint is converted on first use into the user cache.
     ``device``: a torch device ('cpu', 'cuda', 'mps'); ``precision``: 'auto', 'fp32',
     'fp16' or 'bf16' ('auto': fp16 for Core ML, CUDA and MPS; on the CPU bf16 where it
     computes bfloat16 natively (AVX512-BF16 or AMX), else fp32; 'bf16' is for the torch
     backend only, a package's own precision is the only one it takes); ``batch``: tiles per
     backend call (None: 1, or a package's own; at most a frame's tile count is used);
-    ``compute_units``: for coreml, 'auto' (None: the fastest of the Neural Engine, the GPU
-    and both, measured once per model and Mac in child processes and remembered), 'ane',
-    'gpu', 'cpu' or 'all'.
+    ``compute_units``: for coreml, 'auto' (None: among the Neural Engine, the GPU and both,
+    the one ``prefer`` picks of those that ran and computed what the executor computes on
+    a photograph, tried once per model and Mac in child processes and remembered), 'ane',
+    'gpu', 'cpu' or 'all' (checked the same way; one that fails is an error naming it).
+    ``prefer``: 'speed' (the fastest), 'efficiency' (the Neural Engine when it is at most
+    twice as slow as the fastest: several times less energy) or 'auto' (None: efficiency
+    on a Mac with a battery, else speed).
     Raises vapoursynth.Error, prefixed 'upscale: ', for any bad argument, and while a
     frame is computed for a frame whose colour properties cannot be followed, a frame
     holding NaN or infinity, and a network output that is not finite (never a black or
@@ -75,22 +84,22 @@ def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
     """
     return upscale_named(_NAME, clip, model, tile=tile, overlap=overlap, backend=backend,
                          device=device, precision=precision, batch=batch,
-                         compute_units=compute_units)
+                         compute_units=compute_units, prefer=prefer)
 
 
 def upscale_named(name: str, clip: vs.VideoNode,
                   model: str | os.PathLike[str] | None = None, *,
                   tile: int | Sequence[int] | None = None, overlap: int | None = None,
                   backend: str = "auto", device: str | None = None, precision: str = "auto",
-                  batch: int | None = None, compute_units: str | None = None
-                  ) -> vs.VideoNode:
+                  batch: int | None = None, compute_units: str | None = None,
+                  prefer: str | None = None) -> vs.VideoNode:
     """:func:`upscale`, with its errors (at creation and per frame) prefixed ``name``."""
     try:
         _check_clip(clip)
         rgb, restore = colour.to_rgb(clip, name)  # frame 0's colour properties first
         setup = _prepare(clip, model, tile=tile, overlap=overlap, backend=backend,
                          device=device, precision=precision, batch=batch,
-                         compute_units=compute_units)
+                         compute_units=compute_units, prefer=prefer)
     except (ValueError, TypeError, OSError) as exc:
         raise vs.Error(f"{name}: {exc}") from None
     return restore(_upscale_rgb(rgb, setup, name, _stitched_format(clip)))
@@ -124,7 +133,7 @@ def _check_clip(clip: object) -> None:
 def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
              tile: int | Sequence[int] | None, overlap: int, backend: str,
              device: str | None, precision: str, batch: int | None,
-             compute_units: str | None) -> _Setup:
+             compute_units: str | None, prefer: str | None = None) -> _Setup:
     if overlap is not None and (not _is_int(overlap) or overlap < 0):
         raise ValueError(f"overlap must be a non-negative int, got {overlap!r}")
     if batch is not None and (not _is_int(batch) or batch < 1):
@@ -137,9 +146,14 @@ def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
                          f"{tiling.DEFAULT_MAX_TILE}; pass tile= or use a smaller overlap")
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if prefer is not None and prefer not in PREFERENCES:
+        raise ValueError(f"prefer must be one of {', '.join(PREFERENCES)}, got {prefer!r}")
     path = _model_path(model)
     is_package = os.fspath(path).endswith(".mlpackage")
     chosen = _choose_backend(backend, is_package)
+    if chosen == "auto":  # several routes (macOS); an option of one backend names it
+        chosen = "coreml" if compute_units is not None else \
+            "torch" if device is not None or precision == "bf16" else "auto"
     if compute_units is not None and chosen != "coreml":
         raise ValueError(f"compute_units applies to backend 'coreml' only, not {chosen!r}")
     if precision not in PRECISIONS:
@@ -149,6 +163,9 @@ def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
         raise ValueError(f"precision 'bf16' applies to backend 'torch' only (CPU or CUDA); "
                          f"backend {chosen!r} runs Core ML programs, which compute in fp16 "
                          "or fp32")
+    if chosen == "auto":
+        return _prepare_fallback(clip, path, is_package, tile=tile, overlap=overlap,
+                                 precision=precision, batch=batch, prefer=prefer)
     if chosen == "torch":
         if is_package:
             raise ValueError("a .mlpackage runs with backend 'coreml' (macOS) or 'mil'; "
@@ -161,20 +178,42 @@ def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
                                                     precision=precision, batch=batch or 1)
     return _prepare_package(clip, package, chosen, tile=tile, overlap=overlap,
                             batch=batch, compute_units=compute_units,
-                            precision=precision if is_package else "auto")
+                            precision=precision if is_package else "auto", prefer=prefer)
 
 
 def _choose_backend(backend: str, is_package: bool) -> str:
-    if backend != "auto":
-        return backend
-    if sys.platform == "darwin":
-        return "coreml"
-    return "mil" if is_package else "torch"
+    """The one backend to use, or 'auto' where backends.fallback orders several."""
+    order = fallback.routes(backend, is_package=is_package, on_mac=sys.platform == "darwin")
+    return order[0].backend if len(order) == 1 else "auto"
+
+
+def _prepare_fallback(clip: vs.VideoNode, path: str | os.PathLike[str], is_package: bool,
+                      *, tile: int | Sequence[int] | None, overlap: int | None,
+                      precision: str, batch: int | None, prefer: str | None) -> _Setup:
+    """Backend 'auto' on macOS: the routes of backends.fallback, the first that runs
+    correctly; torch on MPS only after its parity check (backends.torch_gate)."""
+    def attempt(route: fallback.Route) -> _Setup:
+        if route.backend in ("coreml", "mil"):
+            package = path if is_package else _convert_for(
+                clip, path, tile=tile, overlap=overlap, precision=precision,
+                batch=batch or 1)
+            return _prepare_package(clip, package, route.backend, tile=tile,
+                                    overlap=overlap, batch=batch, compute_units=None,
+                                    precision=precision if is_package else "auto",
+                                    prefer=prefer)
+        return _prepare_torch(clip, path, tile=tile, overlap=overlap, device=route.device,
+                              precision=precision, batch=batch or 1,
+                              gate=route.device == "mps")
+
+    order = fallback.routes("auto", is_package=is_package, on_mac=True)
+    return fallback.first_that_runs(order, attempt, _notify)
 
 
 def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
                    tile: int | Sequence[int] | None, overlap: int, device: str | None,
-                   precision: str, batch: int) -> _Setup:
+                   precision: str, batch: int, gate: bool = False) -> _Setup:
+    """The torch backend; ``gate``: only after its parity check against torch float32 on
+    the CPU in a child process (backends.torch_gate), BackendError when it fails."""
     from .backends.torch_backend import (
         cpu_has_native_bf16,
         create_torch_backend,
@@ -201,6 +240,11 @@ def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
     runner = create_torch_backend(loaded.network, spec.scale, device=device,
                                   precision=_precision_for(spec, precision,
                                                            explicit=explicit))
+    if gate:
+        from .backends.torch_gate import check_torch_device
+        from .checkpoint import model_sha256
+
+        check_torch_device(path, runner.device.type, runner.precision, model_sha256(path))
     if runner.precision == "bf16" and runner.device.type == "cpu" \
             and not cpu_has_native_bf16():
         _notify("precision 'bf16' on a CPU without native bfloat16 (AVX512-BF16 or AMX): "
@@ -240,7 +284,8 @@ def _notify(message: str) -> None:
 
 def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen: str, *,
                      tile: int | Sequence[int] | None, overlap: int, batch: int | None,
-                     compute_units: str | None, precision: str) -> _Setup:
+                     compute_units: str | None, precision: str,
+                     prefer: str | None = None) -> _Setup:
     from .coreml.package import read_package
 
     info = read_package(package)
@@ -266,7 +311,7 @@ def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen
         check_weights(package)  # a damaged weight blob, named, before Core ML loads it
 
         runner: Backend = create_coreml_backend(package, compute_units=compute_units,
-                                                notify=_notify)
+                                                prefer=prefer, notify=_notify)
     else:
         from .backends.mil_backend import create_mil_backend
 

@@ -6,7 +6,9 @@ import os
 import time
 from typing import Any
 
+import _lies
 import numpy as np
+from coremltools_doubles import source_package
 from Foundation import NSURL, NSDictionary, NSError, NSObject
 
 MLComputeUnitsCPUOnly = 0
@@ -32,7 +34,29 @@ def _out_argument(error: Any) -> None:
 
 
 def _units_listed(variable: str, units: int) -> bool:
-    return str(units) in os.environ.get(variable, "").split(",")
+    return _lies.listed(variable, units)
+
+
+class MLCPUComputeDevice(NSObject):
+    pass
+
+
+class MLGPUComputeDevice(NSObject):
+    pass
+
+
+class MLNeuralEngineComputeDevice(NSObject):
+    pass
+
+
+def MLAllComputeDevices() -> list:
+    """macOS 14+: the devices Core ML may use; ``FAKE_COREML_DEVICES`` (comma-separated
+    'CPU', 'GPU', 'Neural Engine') says which this Mac has, all three by default (a
+    virtual machine has only the CPU)."""
+    kinds = {"CPU": MLCPUComputeDevice, "GPU": MLGPUComputeDevice,
+             "Neural Engine": MLNeuralEngineComputeDevice}
+    named = os.environ.get("FAKE_COREML_DEVICES", "CPU,GPU,Neural Engine").split(",")
+    return [kinds[name].alloc().init() for name in named if name in kinds]
 
 
 class MLMultiArray(NSObject):
@@ -147,17 +171,17 @@ class MLModel(NSObject):
         from vs_coreml_esrgan.coreml.mil import MilProgram
 
         units = configuration.computeUnits()
-        if _units_listed("FAKE_COREML_ABORT_UNITS", units):
-            os.abort()  # as an MPSGraph or ANE compiler abort ends the process
+        kill = _lies.on_load(units)
         if _units_listed("FAKE_COREML_FAIL_UNITS", units):
             return None, NSError("ANECCompile() FAILED")
+        time.sleep(_lies.delay_s("FAKE_COREML_LOAD_DELAY_MS", units))
         if not os.path.isdir(url.path()):
             return None, NSError(f"no model at {url.path()}")
         model = cls.alloc()
-        model._program = MilProgram.load(url.path())
-        delays = dict(item.split("=") for item in
-                      os.environ.get("FAKE_COREML_DELAY_MS", "").split(",") if item)
-        model._delay = float(delays.get(str(units), 0)) / 1000
+        model._program = MilProgram.load(source_package(url.path()))
+        model._units = units
+        model._kill = kill
+        model._delay = _lies.delay_s("FAKE_COREML_DELAY_MS", units)
         return model, None
 
     def predictionFromFeatures_options_error_(self, provider: Any, options: Any,
@@ -170,13 +194,16 @@ class MLModel(NSObject):
         feed = np.array(value.multiArrayValue()._array)
         if feed.shape != info.input_shape:
             return None, NSError(f"input shape {feed.shape}, expected {info.input_shape}")
+        _lies.on_predict(self._kill)
         time.sleep(self._delay)
-        result = self._program(feed.astype(info.input_dtype))
+        result = _lies.answer(self._units, self._program(feed.astype(info.input_dtype)))
         backings = options.outputBackings() if options is not None else None
         backing = backings.objectForKey_(info.output_name) if backings is not None else None
         if backing is None or os.environ.get("FAKE_COREML_DECLINE_BACKING"):
+            # Core ML's own array, in the program's output type (Float16 for a float16
+            # program), rows padded as IOSurface-backed arrays are (Apple forum 712709).
             n, c, h, w = result.shape
-            padded = np.zeros((n, c, h, w + 7), np.float32)[..., :w]  # row padding
+            padded = np.zeros((n, c, h, w + 7), info.output_dtype)[..., :w]
             padded[...] = result
             produced = MLMultiArray._owning(padded)
         else:

@@ -14,6 +14,9 @@ class NSObject:
     def init(self) -> Any:
         return self
 
+    def isKindOfClass_(self, kind: type) -> bool:
+        return isinstance(self, kind)
+
 
 class _NSStringObject(NSObject):
     """A real (non-proxy) Objective-C string."""

@@ -5,8 +5,8 @@ package's content hash, and loaded from there (loading an ``.mlpackage`` would r
 it on every start). Two runtimes call Core ML: PyObjC (``pyobjc-framework-CoreML``: no
 copies, the GIL released during predictions) where installed, else coremltools
 (``CompiledMLModel.predict``). Inputs are fed in exactly the dtype and shape the model's
-description declares. Compute units 'auto' measure once per model and machine which of
-the Neural Engine, the GPU or both is fastest (``coreml_units``).
+description declares. Every compute-unit setting is tried and checked against the
+executor in a child process before it is used here (``coreml_units``).
 
 coremltools calls checked against its 9.0 source: ``compile_model(path, dest)`` wants a
 string path and a destination ending in ``.mlmodelc`` (models/utils.py); the native proxy
@@ -31,8 +31,17 @@ import numpy as np
 from ..cache import atomic_directory, cache_dir
 from ..coreml.package import PackageInfo, import_coremltools, package_digest, read_package
 from . import BackendError, macos
-from .coreml_plan import COMPUTE_UNITS, neural_engine_warning
+from .coreml_child import Trial
+from .coreml_plan import COMPUTE_UNITS
 from .coreml_pyobjc import load_pyobjc_predictor, pyobjc_available
+from .coreml_records import reference_file
+from .coreml_units import (
+    DOCTOR_HINT,
+    check_units,
+    choose_compute_units,
+    failure,
+    resolve_preference,
+)
 
 UNIT_CHOICES = ("auto", *COMPUTE_UNITS)
 RUNTIMES = ("auto", "pyobjc", "coremltools")
@@ -90,17 +99,23 @@ def compiled_model(package: str | os.PathLike[str]) -> Path:
 
 def create_coreml_backend(package: str | os.PathLike[str], *,
                           compute_units: str | None = None, runtime: str = "auto",
+                          prefer: str | None = None,
                           notify: Notify | None = None) -> CoreMLBackend:
-    """Load a package with Core ML.
+    """Load a package with Core ML, on compute units proven on this Mac.
 
-    ``compute_units``: 'auto' (None: measured once per model and machine, see
-    ``coreml_units``), 'ane', 'gpu', 'cpu' or 'all'. ``runtime``: 'pyobjc',
-    'coremltools', or 'auto' (PyObjC where its Core ML bindings are installed, else
-    coremltools). ``notify`` receives the one-line report of an 'auto' choice and the
-    warning when 'ane' was asked for and Core ML places nothing on the Neural Engine.
-    Raises BackendError off macOS, before macOS 13, for unknown compute units or runtime,
-    a runtime that is missing, or Core ML failing to compile, load or run the model;
-    ModelError for a package that is not a fixed-shape tensor ML Program.
+    ``compute_units``: 'auto' (None: the setting ``prefer`` picks among those that run
+    correctly, see ``coreml_units``), 'ane', 'gpu', 'cpu' or 'all'. Either way the setting
+    is first tried in a child process (a crash there ends only the child) and its answer
+    for a photograph compared with the ML Program executor's (the parity gate); only a
+    setting that passed is loaded here. ``runtime``: 'pyobjc', 'coremltools', or 'auto'
+    (PyObjC where its Core ML bindings are installed, coremltools when PyObjC fails the
+    check). ``prefer``: 'speed', 'efficiency' or 'auto' (None; see
+    ``coreml_units.resolve_preference``). ``notify`` receives the one-line report of the
+    choice and of what was rejected.
+    Raises BackendError off macOS, before macOS 13, for unknown arguments, a runtime that
+    is missing, Core ML failing to compile the model, and compute units that fail the
+    check (naming what failed and ``vs-coreml-esrgan doctor``); ModelError for a package
+    that is not a fixed-shape tensor ML Program.
     """
     if runtime not in RUNTIMES:
         raise BackendError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -108,6 +123,7 @@ def create_coreml_backend(package: str | os.PathLike[str], *,
     if units not in UNIT_CHOICES:
         raise BackendError(f"compute_units must be one of {', '.join(UNIT_CHOICES)}, got "
                            f"{units!r}")
+    preference = resolve_preference(prefer)
     if sys.platform != "darwin":
         raise BackendError("backend 'coreml' needs macOS (Core ML predicts only there); use "
                            "backend='mil' to run a .mlpackage elsewhere, or 'torch'")
@@ -115,49 +131,55 @@ def create_coreml_backend(package: str | os.PathLike[str], *,
     info = read_package(package)
     compiled = compiled_model(package)
     say = notify or _warn
-    chosen_runtime = runtime
-    if runtime == "auto":
-        chosen_runtime = "pyobjc" if pyobjc_available() else "coremltools"
-    if units == "auto":
-        from .coreml_units import choose_compute_units
-
+    reference, why = reference_file(package, compiled)
+    if reference is None:
+        say(f"Core ML: the parity gate cannot check this model: {why}")
+    runtimes = [runtime] if runtime != "auto" else (
+        ["pyobjc", "coremltools"] if pyobjc_available() else ["coremltools"])
+    failed: list[Trial] = []
+    for index, chosen_runtime in enumerate(runtimes):
+        later = index + 1 < len(runtimes)
+        if units == "auto":
+            try:
+                chosen_units = choose_compute_units(compiled, info, chosen_runtime,
+                                                    notify=say, prefer=preference,
+                                                    reference=reference)
+            except BackendError as exc:
+                if not later:
+                    raise BackendError(f"{exc}; {DOCTOR_HINT}") from None
+                say(f"Core ML through PyObjC ran correctly on no compute units ({exc}); "
+                    "trying coremltools")
+                continue
+        else:
+            trial = check_units(compiled, info, chosen_runtime, units, notify=say,
+                                reference=reference)
+            if not trial.usable:
+                failed.append(trial)
+                if later:
+                    say(f"Core ML through PyObjC failed the check on {units} "
+                        f"({trial.error or trial.rejected}); trying coremltools")
+                    continue
+                raise failure(units, failed)
+            chosen_units = units
         try:
-            units = choose_compute_units(compiled, info, chosen_runtime, notify=say)
+            return load_backend(compiled, chosen_units, info, chosen_runtime)
         except BackendError as exc:
-            if runtime != "auto" or chosen_runtime != "pyobjc":
+            if not later:
                 raise
-            say(f"Core ML through PyObjC ran on no compute units ({exc}); measuring "
-                "through coremltools")
-            chosen_runtime = "coremltools"
-            units = choose_compute_units(compiled, info, chosen_runtime, notify=say)
-    elif units == "ane":
-        warning = neural_engine_warning(compiled)
-        if warning:
-            say(warning)
-    if runtime == "auto" and chosen_runtime == "pyobjc":
-        try:
-            return load_backend(compiled, units, info, "pyobjc", probe=True)
-        except Exception as exc:  # whatever broke the optional runtime: say so, fall back
             say(f"Core ML through PyObjC failed ({exc}); using coremltools")
-            chosen_runtime = "coremltools"
-    return load_backend(compiled, units, info, chosen_runtime)
+    raise BackendError("no Core ML runtime to try")  # not reached: runtimes is never empty
 
 
-def load_backend(compiled: Path, units: str, info: PackageInfo, runtime: str, *,
-                 probe: bool = False) -> CoreMLBackend:
-    """The backend on one runtime; ``probe`` runs one prediction first (a warm-up the
-    first tile would pay anyway) so that a runtime failing on this model fails here."""
+def load_backend(compiled: Path, units: str, info: PackageInfo, runtime: str
+                 ) -> CoreMLBackend:
+    """The backend on one runtime (no checks: see ``create_coreml_backend``)."""
     if runtime == "pyobjc":
         predict = load_pyobjc_predictor(
             compiled, units, input_name=info.input_name, output_name=info.output_name,
             output_shape=info.output_shape, output_dtype=info.output_dtype).predict
     else:
         predict = coremltools_predictor(compiled, units, info)
-    backend = CoreMLBackend(predict=predict, info=info, compute_units=units,
-                            runtime=runtime)
-    if probe:
-        backend(np.zeros(info.input_shape, info.input_dtype))
-    return backend
+    return CoreMLBackend(predict=predict, info=info, compute_units=units, runtime=runtime)
 
 
 def coremltools_predictor(compiled: Path, units: str, info: PackageInfo

@@ -65,6 +65,11 @@ def share_of_cost(devices: list[str], weights: list[float | None]) -> Placement:
     return Placement(shares=shares, operations=operations, weighted=weighted)
 
 
+def operator_type(name: str) -> str:
+    """'conv' for 'ios17.conv': the plan names operations with their opset's prefix."""
+    return name.rsplit(".", 1)[-1]
+
+
 def placement(compiled: str | os.PathLike[str], units: str) -> Placement:
     """Core ML's plan for a compiled ``.mlmodelc`` on ``units`` ('ane', 'gpu', 'cpu',
     'all'). Raises BackendError before macOS 14.4 and when Core ML cannot make a plan."""
@@ -81,7 +86,7 @@ def placement(compiled: str | os.PathLike[str], units: str) -> Placement:
             raise BackendError(f"{compiled}: not an ML Program")
         devices, weights = [], []
         for operation in program.functions["main"].block.operations:
-            if operation.operator_name == "const":
+            if operator_type(operation.operator_name) == "const":
                 continue
             usage = plan.get_compute_device_usage_for_mlprogram_operation(operation)
             preferred = getattr(usage, "preferred_compute_device", None)
@@ -95,20 +100,3 @@ def placement(compiled: str | os.PathLike[str], units: str) -> Placement:
         raise BackendError(f"Core ML's compute plan for {os.fspath(compiled)} on {units} "
                            f"failed: {exc}") from None
     return share_of_cost(devices, weights)
-
-
-def neural_engine_warning(compiled: str | os.PathLike[str]) -> str | None:
-    """A warning when Core ML plans none of the program's cost on the Neural Engine with
-    compute units 'ane'; None when it plans some, or when the plan cannot be had (before
-    macOS 14.4, or Core ML failing to make one: the prediction itself will say more)."""
-    if not macos.at_least(PLAN_MACOS):
-        return None
-    try:
-        planned = placement(compiled, "ane")
-    except BackendError:
-        return None
-    if planned.share("Neural Engine") > 0:
-        return None
-    return ("compute_units 'ane' asked for the Neural Engine, but Core ML plans none of "
-            f"this model's cost there ({planned.describe()}); compute_units 'auto' "
-            "measures which unit is fastest on this Mac")

@@ -1,32 +1,40 @@
 """One compute-unit trial, run as ``python -m vs_coreml_esrgan.backends.coreml_trial REQUEST``
-in a child process (see ``coreml_units``): load the compiled model on the requested units,
-warm up, time predictions, read the compute plan. Prints one JSON line (a ``Trial``) and
-exits 0, or prints the error on stderr and exits 1; a crash in Core ML ends only this
-process.
+in a child process (see ``coreml_child``): load the compiled model on the requested units
+(within its own time limit), warm up, time predictions, run the parity gate on the
+photograph, read the compute plan. Prints one JSON line (a ``Trial``) and exits 0, or
+prints the error on stderr and exits 1; a crash in Core ML ends only this process.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from ..coreml.package import PackageInfo
 from . import BackendError, macos
 from .coreml_backend import load_backend
+from .coreml_child import ERROR_PREFIX
 from .coreml_plan import PLAN_MACOS, placement
-from .coreml_units import ERROR_PREFIX
+from .parity_gate import judge
+
+T = TypeVar("T")  # no PEP 695 syntax: tools that read the package run on 3.11 too
+
+LOAD_TIMEOUT_EXIT = 3
 
 
 def measure(request: dict) -> dict:
-    """Time ``request['runs']`` predictions after ``request['warmup']`` on random tiles.
-    Raises whatever loading or predicting raises, and ValueError for non-finite output
-    (a setting that computes NaN must not be chosen)."""
+    """Time ``request['runs']`` predictions after ``request['warmup']`` on random tiles,
+    then compare the answer for the reference tiles with the reference's.
+    Raises whatever loading or predicting raises, and ValueError for non-finite output."""
     info = PackageInfo(
         path=Path(request["compiled"]), input_name=request["input_name"],
         output_name=request["output_name"], input_shape=tuple(request["input_shape"]),
@@ -34,7 +42,8 @@ def measure(request: dict) -> dict:
         input_dtype=np.dtype(request["input_dtype"]),
         output_dtype=np.dtype(request["output_dtype"]), metadata={})
     units = request["units"]
-    backend = load_backend(Path(request["compiled"]), units, info, request["runtime"])
+    backend = within(request.get("load_timeout", 300), f"loading on {units}", lambda: (
+        load_backend(Path(request["compiled"]), units, info, request["runtime"])))
     tiles = np.random.default_rng(0).random(info.input_shape).astype(info.input_dtype)
     for _ in range(request["warmup"]):
         backend(tiles)
@@ -45,8 +54,15 @@ def measure(request: dict) -> dict:
         seconds.append(time.perf_counter() - start)
         if not np.isfinite(out).all():
             raise ValueError(f"non-finite output on compute units {units}")
-    result = {"units": units,
-              "ms_per_tile": statistics.median(seconds) * 1000 / info.batch}
+    result: dict = {"units": units,
+                    "ms_per_tile": statistics.median(seconds) * 1000 / info.batch}
+    if request.get("reference"):
+        with np.load(request["reference"]) as saved:
+            verdict = judge(backend(saved["tiles"]), saved["expected"],
+                            request.get("precision", "fp16"))
+        result["psnr"] = verdict.psnr
+        if not verdict.passed:
+            result["rejected"] = verdict.reason
     if macos.at_least(PLAN_MACOS):
         try:  # the plan informs; a setting that runs is not disqualified by it
             planned = placement(request["compiled"], units)
@@ -56,6 +72,24 @@ def measure(request: dict) -> dict:
             result["placement"] = planned.describe()
             result["neural_engine_share"] = planned.share("Neural Engine")
     return result
+
+
+def within(seconds: float, what: str, action: Callable[[], T]) -> T:
+    """``action()``, or this process ends (exit status 3, the reason on stderr) when it
+    takes more than ``seconds``: a Neural Engine compile can hang for minutes, and the
+    parent's whole-trial limit would then leave no time to say which step it was."""
+    def give_up() -> None:
+        print(f"{ERROR_PREFIX}TimeoutError: {what} took longer than {seconds:g} s (the "
+              "Neural Engine compiler may still be running)", file=sys.stderr, flush=True)
+        os._exit(LOAD_TIMEOUT_EXIT)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        return action()
+    finally:
+        timer.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

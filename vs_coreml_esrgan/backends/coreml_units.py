@@ -1,92 +1,92 @@
-"""Compute units 'auto': measure once per model and Mac which Core ML setting is fastest.
+"""Which Core ML compute units run a model, and which of them to use.
 
-Core ML's 'CPU and Neural Engine' leaves only the CPU when the Neural Engine's compiler
-rejects a graph, and large shapes and some ops are reported to be rejected; whether our
-networks reach the Neural Engine depends on the chip, the macOS and the tile. So each of
-'ane', 'gpu' and 'all' ('gpu' and 'all' for float32 packages, which the Neural Engine
-cannot run) is tried in a child process of its own (a crash in Core ML or Metal, such as
-an MPSGraph abort, ends that child, not the user's process): load, warm up, time a few
-predictions, read the compute plan. The fastest that ran is chosen ('cpu' is tried only
-when all of them fail), saved in the cache under the compiled model's digest, the runtime,
-the macOS version and the chip, and reused from then on.
+Every setting is tried in a child process of its own (``coreml_child``): load, warm up,
+time a few predictions, then the parity gate (``parity_gate``): one tile of a natural
+photograph compared with the ML Program executor's answer. Only a setting that ran and
+passed is ever used. The verdicts are remembered per model, runtime, macOS build and chip
+(``coreml_records``), so each setting is tried once there.
+
+Compute units 'auto' tries 'gpu' first (a Neural Engine compile that was killed may keep
+the CPU busy for minutes, speech-swift #464, which would slow whatever is timed next),
+then 'ane' (skipped when Core ML lists no Neural Engine, and for float32 programs, which
+it cannot run), then 'all'; 'cpu' only when none of them passes. ``prefer`` picks among
+those that passed: 'speed' the fastest, 'efficiency' the Neural Engine when it is within
+``EFFICIENCY_SLOWDOWN`` of the fastest (hanxiao/real-esrgan-coreml measured 4-5x less
+energy per image there than on the GPU of an M3 Ultra, while 2.5-3x slower).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import os
-import re
-import signal
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from ..cache import cache_dir
 from ..coreml.package import PackageInfo
 from . import BackendError, macos
+from .coreml_child import Trial, trial_in_child
+from .coreml_devices import neural_engine_present
+from .coreml_records import load_trials, measuring_alone, record_path, save_trials
 
-CANDIDATES = ("ane", "gpu", "all")
-TRIAL_TIMEOUT_S = 600  # the Neural Engine compiler can take minutes on a large model
-WARMUP_RUNS = 2
-TIMED_RUNS = 5
+CANDIDATES = ("gpu", "ane", "all")
+PREFERENCES = ("auto", "speed", "efficiency")
+EFFICIENCY_SLOWDOWN = 2.0
+UNIT_NAMES = {"ane": "Neural Engine", "gpu": "GPU", "all": "all units", "cpu": "CPU"}
+DOCTOR_HINT = "`vs-coreml-esrgan doctor` reports every compute unit's time and parity"
 
-RunTrial = Callable[[str], "Trial"]
-TRANSIENT = ("no result within", "could not start the trial")
-ERROR_PREFIX = "trial failed: "  # how the child marks its error line on stderr
+RunTrial = Callable[[str], Trial]
+Notify = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class Trial:
-    """One compute-unit setting measured: ``ms_per_tile`` (median prediction time divided
-    by the batch) when it ran, ``error`` when it did not. ``placement`` describes the
-    compute plan's cost share per device, ``neural_engine_share`` its Neural Engine part
-    (None before macOS 14.4)."""
-
-    units: str
-    ms_per_tile: float | None = None
-    error: str | None = None
-    placement: str | None = None
-    neural_engine_share: float | None = None
-
-    @property
-    def ran(self) -> bool:
-        return self.error is None and self.ms_per_tile is not None
+def resolve_preference(prefer: str | None) -> str:
+    """'speed' or 'efficiency'. 'auto' (None): efficiency on a Mac with a battery (a laptop,
+    where heat and battery matter, a fanless one throttles), else speed. Raises
+    BackendError for anything else."""
+    prefer = prefer or "auto"
+    if prefer not in PREFERENCES:
+        raise BackendError(f"prefer must be one of {', '.join(PREFERENCES)}, got {prefer!r}")
+    if prefer == "auto":
+        return "efficiency" if macos.has_battery() else "speed"
+    return prefer
 
 
 @dataclass(frozen=True)
 class Choice:
     units: str
     trials: tuple[Trial, ...]
-
-    @property
-    def provisional(self) -> bool:
-        """Whether the choice may be an accident of this run (a trial timed out or could
-        not start, or only the CPU ran): used, not kept."""
-        return self.units == "cpu" or any(
-            (t.error or "").startswith(TRANSIENT) for t in self.trials)
+    prefer: str = "speed"
 
     def message(self) -> str:
-        """One line: what was chosen, its time, and why not the others."""
+        """One line: what was chosen, its time, why, and why not the others."""
         best = next(t for t in self.trials if t.units == self.units)
-        others = "; ".join(_trial_text(t) for t in self.trials if t.units != self.units)
+        others = "; ".join(trial_text(t) for t in self.trials if t.units != self.units)
         line = f"Core ML: {self.units} chosen, {best.ms_per_tile:.1f} ms/tile"
-        if _neural_engine_text(best):
-            line += f" ({_neural_engine_text(best)})"
+        details = [_neural_engine_text(best), _psnr_text(best)]
+        line += f" ({', '.join(d for d in details if d)})" if any(details) else ""
+        line += f", prefer {self.prefer}"
         return line + (f"; {others}" if others else "")
 
 
-def _trial_text(trial: Trial) -> str:
+def trial_text(trial: Trial) -> str:
+    """'ane (Neural Engine) rejected: wrong output: ...', 'gpu 31.0 ms, PSNR 52.1 dB'."""
+    name = f"{trial.units} ({UNIT_NAMES.get(trial.units, trial.units)})"
+    compiler = (f" [compiler: {' | '.join(trial.compiler_errors)}]"
+                if trial.compiler_errors else "")
     if not trial.ran:
-        return f"{trial.units} failed ({trial.error})"
-    text = f"{trial.units} {trial.ms_per_tile:.1f} ms"
-    return text + (f", {_neural_engine_text(trial)}" if _neural_engine_text(trial) else "")
+        return f"{name} failed: {trial.error}{compiler}"
+    if trial.rejected:
+        return f"{name} rejected: {trial.rejected}{compiler}"
+    details = [_neural_engine_text(trial), _psnr_text(trial)]
+    return f"{trial.units} {trial.ms_per_tile:.1f} ms" + "".join(
+        f", {d}" for d in details if d) + compiler
+
+
+def _psnr_text(trial: Trial) -> str:
+    if trial.psnr is None:
+        return ""
+    return "output identical" if trial.psnr == float("inf") else f"PSNR {trial.psnr:.1f} dB"
 
 
 def _neural_engine_text(trial: Trial) -> str:
@@ -97,168 +97,119 @@ def _neural_engine_text(trial: Trial) -> str:
 
 
 def candidates(info: PackageInfo) -> tuple[str, ...]:
-    """The settings worth trying for a package: no 'ane' for float32 programs."""
+    """The settings worth trying for a package, 'gpu' first: no 'ane' for float32
+    programs."""
     if info.input_dtype == np.float32:
         return tuple(u for u in CANDIDATES if u != "ane")
     return CANDIDATES
 
 
-def choose(run_trial: RunTrial, settings: tuple[str, ...]) -> Choice:
-    """Try each setting, pick the fastest that ran; 'cpu' only when none did. Raises
-    BackendError listing every failure when nothing ran."""
-    trials = [run_trial(units) for units in settings]
-    ran = [t for t in trials if t.ran]
-    if not ran:
-        trials.append(run_trial("cpu"))
-        ran = [t for t in trials if t.ran]
-    if not ran:
-        raise BackendError("Core ML could not run this model on any compute units: "
-                           + "; ".join(f"{t.units}: {t.error}" for t in trials))
-    best = min(ran, key=lambda t: t.ms_per_tile)
-    return Choice(units=best.units, trials=tuple(trials))
+def pick(trials: list[Trial] | tuple[Trial, ...], prefer: str) -> Trial | None:
+    """The trial to use under ``prefer`` among those that passed; None when none did."""
+    usable = [t for t in trials if t.usable]
+    if not usable:
+        return None
+    fastest = min(usable, key=lambda t: t.ms_per_tile)
+    if prefer == "efficiency":
+        ane = next((t for t in usable if t.units == "ane"), None)
+        planned = ane is not None and (ane.neural_engine_share is None
+                                       or ane.neural_engine_share > 0)
+        if planned and ane.ms_per_tile <= EFFICIENCY_SLOWDOWN * fastest.ms_per_tile:
+            return ane
+    return fastest
+
+
+def choose(run_trial: RunTrial, settings: tuple[str, ...], *, prefer: str = "speed",
+           known: dict[str, Trial] | None = None) -> Choice:
+    """Try each setting not ``known`` already (a valid saved verdict), pick under
+    ``prefer``; 'cpu' only when none passed. Raises BackendError naming every failure
+    when nothing passed."""
+    known = dict(known or {})
+    trials = [known.get(units) or run_trial(units) for units in settings]
+    if pick(trials, prefer) is None:
+        trials.append(known.get("cpu") or run_trial("cpu"))
+    best = pick(trials, prefer)
+    if best is None:
+        raise NoCorrectUnits(trials)
+    return Choice(units=best.units, trials=tuple(trials), prefer=prefer)
+
+
+class NoCorrectUnits(BackendError):
+    """No compute-unit setting ran and passed the parity gate; ``trials`` says why."""
+
+    def __init__(self, trials: list[Trial]) -> None:
+        super().__init__("Core ML gave no correct result on any compute units: "
+                         + "; ".join(trial_text(t) for t in trials))
+        self.trials = tuple(trials)
+
+
+def skipped_neural_engine(units: str) -> Trial:
+    return Trial(units, error="skipped: Core ML lists no Neural Engine on this Mac "
+                              "(MLAllComputeDevices)")
 
 
 def choose_compute_units(compiled: Path, info: PackageInfo, runtime: str, *,
-                         notify: Callable[[str], None],
+                         notify: Notify, prefer: str = "speed",
+                         reference: Path | None = None,
                          run_trial: RunTrial | None = None) -> str:
-    """The saved choice for this model, runtime, macOS and chip, else a new one measured
-    with ``run_trial`` (default: each setting in a child process) and saved. Reports the
-    choice through ``notify``; raises BackendError when no setting runs."""
-    path = choice_path(compiled, runtime)
-    with _measuring_alone(path, notify):
-        saved = load_choice(path)
-        if saved is not None:
-            notify(saved.message() + " (measured earlier on this Mac; `vs-coreml-esrgan "
-                   "cache --clear` measures again)")
-            return saved.units
-        notify("Core ML: measuring which compute units run this model fastest on this Mac "
-               "(once per model; a minute or two) ...")
-        choice = choose(run_trial or partial(trial_in_child, compiled, info, runtime),
-                        candidates(info))
-        if choice.provisional:
-            notify(choice.message() + " (not saved: a trial did not finish or only the CPU "
-                   "ran; measured again next time)")
-        else:
-            save_choice(path, choice)
-            notify(choice.message())
+    """The units to use for this model under ``prefer``: from the saved verdicts for this
+    model, runtime, macOS and chip, trying (``run_trial``, default: a child process each)
+    and saving those not known yet. Reports the choice through ``notify``; raises
+    BackendError when no setting gives correct output."""
+    run = run_trial or partial(_run, compiled, info, runtime, reference)
+    path = record_path(compiled, runtime)
+    with measuring_alone(path, notify):
+        known = load_trials(path)
+        settings = candidates(info)
+        pending = [u for u in settings if u not in known]
+        if "ane" in pending and neural_engine_present() is False:
+            known["ane"] = skipped_neural_engine("ane")
+        if any(u not in known for u in settings):
+            notify("Core ML: trying which compute units run this model correctly and "
+                   "fastest on this Mac (once per model; a minute or two) ...")
+        try:
+            choice = choose(run, settings, prefer=prefer, known=known)
+        except NoCorrectUnits as failed:
+            save_trials(path, {**known, **{t.units: t for t in failed.trials}})
+            raise
+        save_trials(path, {**known, **{t.units: t for t in choice.trials}})
+        notify(choice.message() + ("" if pending else " (measured earlier on this Mac; "
+                                   "`vs-coreml-esrgan cache --clear` measures again)"))
         return choice.units
 
 
-@contextlib.contextmanager
-def _measuring_alone(path: Path, notify: Callable[[str], None]) -> Iterator[None]:
-    """Hold an exclusive lock for this choice while it is read or measured: trials running
-    at the same time (two encodes started together, several filters) would slow each other
-    and save a wrong choice; the one that waits then finds the saved result. The lock is
-    ``flock`` on a file beside the choice, released when the process ends, however it
-    ends."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a+b") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            notify("Core ML: another process is measuring compute units for this model; "
-                   "waiting for its result ...")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except OSError:  # a file system without locks (some network mounts): go on alone
-            yield
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def check_units(compiled: Path, info: PackageInfo, runtime: str, units: str, *,
+                notify: Notify, reference: Path | None = None,
+                run_trial: RunTrial | None = None) -> Trial:
+    """The verdict for explicit compute ``units`` on ``runtime``: saved, or tried in a
+    child process and saved. Reports a warning through ``notify`` when 'ane' places
+    nothing on the Neural Engine."""
+    run = run_trial or partial(_run, compiled, info, runtime, reference)
+    path = record_path(compiled, runtime)
+    with measuring_alone(path, notify):
+        known = load_trials(path)
+        trial = known.get(units)
+        if trial is None:
+            notify(f"Core ML: checking compute units '{units}' on this Mac (once per model) "
+                   "...")
+            trial = run(units)
+            save_trials(path, {**known, units: trial})
+    if units == "ane" and trial.usable and trial.neural_engine_share == 0:
+        notify("compute_units 'ane' asked for the Neural Engine, but Core ML plans none of "
+               f"this model's cost there ({trial.placement}); compute_units 'auto' "
+               "measures which unit is fastest on this Mac")
+    return trial
 
 
-def choice_path(compiled: Path, runtime: str) -> Path:
-    """Where the choice for a compiled model (named by its package digest) is kept."""
-    version = macos.version_text().replace(" ", "")
-    chip = re.sub(r"[^A-Za-z0-9.]+", "-", macos.chip_name()).strip("-")
-    return cache_dir() / "choices" / f"{compiled.stem}-{runtime}-{version}-{chip}.json"
+def failure(units: str, trials: list[Trial]) -> BackendError:
+    """The error for explicit compute ``units`` that failed on every runtime tried."""
+    said = "; ".join(f"{t.runtime or 'runtime'}: {trial_text(t)}" for t in trials)
+    return BackendError(f"Core ML compute units '{units}' failed the check on this Mac "
+                        f"({said}); nothing was upscaled with them. Try compute_units "
+                        f"'auto' or another backend; {DOCTOR_HINT} (a failure is checked "
+                        "again after a week; `vs-coreml-esrgan cache --clear` sooner)")
 
 
-def load_choice(path: Path) -> Choice | None:
-    """A saved choice, or None when there is none or it is unreadable."""
-    try:
-        data = json.loads(path.read_text())
-        trials = tuple(Trial(**t) for t in data["trials"])
-        choice = Choice(units=data["units"], trials=trials)
-        if choice.units not in (*CANDIDATES, "cpu"):
-            return None
-        choice.message()  # the chosen setting must be among the trials
-    except (OSError, ValueError, KeyError, TypeError, StopIteration):
-        return None
-    return choice
-
-
-def save_choice(path: Path, choice: Choice) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(json.dumps({"units": choice.units,
-                                     "trials": [asdict(t) for t in choice.trials]}))
-    os.replace(temporary, path)
-
-
-def trial_request(compiled: Path, info: PackageInfo, runtime: str, units: str) -> dict:
-    """What the child process (``coreml_trial``) needs to load and time the model."""
-    return {"compiled": os.fspath(compiled), "units": units, "runtime": runtime,
-            "input_name": info.input_name, "output_name": info.output_name,
-            "input_shape": list(info.input_shape), "output_shape": list(info.output_shape),
-            "input_dtype": info.input_dtype.name, "output_dtype": info.output_dtype.name,
-            "warmup": WARMUP_RUNS, "runs": TIMED_RUNS}
-
-
-def trial_in_child(compiled: Path, info: PackageInfo, runtime: str, units: str, *,
-                   timeout: float = TRIAL_TIMEOUT_S, env: dict[str, str] | None = None
-                   ) -> Trial:
-    """Measure one setting in a child process; a crash, a timeout or an error there is
-    a failed Trial, never an exception here."""
-    request = json.dumps(trial_request(compiled, info, runtime, units))
-    try:
-        python = python_executable()
-        done = subprocess.run(
-            [python, "-m", "vs_coreml_esrgan.backends.coreml_trial", request],
-            capture_output=True, text=True, timeout=timeout,
-            env=child_environment() if env is None else env, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return Trial(units, error=f"no result within {timeout:g} s")
-    except (OSError, BackendError) as exc:
-        return Trial(units, error=f"could not start the trial: {exc}")
-    if done.returncode < 0:
-        try:
-            name = signal.Signals(-done.returncode).name
-        except ValueError:
-            name = f"signal {-done.returncode}"
-        return Trial(units, error=f"crashed ({name})")
-    if done.returncode != 0:
-        # Core ML and Metal may log after our line: find it by its prefix.
-        marked = [line.removeprefix(ERROR_PREFIX) for line in done.stderr.splitlines()
-                  if line.startswith(ERROR_PREFIX)]
-        lines = marked or done.stderr.strip().splitlines()
-        return Trial(units, error=lines[-1] if lines else f"exit status {done.returncode}")
-    try:
-        return Trial(**json.loads(done.stdout.strip().splitlines()[-1]))
-    except (ValueError, IndexError, TypeError):
-        return Trial(units, error=f"unreadable trial result {done.stdout[-200:]!r}")
-
-
-def child_environment() -> dict[str, str]:
-    """This environment, with this process's module path appended to PYTHONPATH: an
-    interpreter found beside an embedding host (vspipe) may not know where this package
-    and its dependencies are installed."""
-    paths = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
-    paths += [entry for entry in sys.path if entry and Path(entry).is_dir()]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-
-
-def python_executable() -> str:
-    """This environment's Python interpreter. Under vspipe, Python is embedded and
-    ``sys.executable`` can be vspipe itself, so the environment's ``bin`` is searched too.
-    Raises BackendError when there is none."""
-    directory = Path(sys.prefix) / ("Scripts" if os.name == "nt" else "bin")
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    found = [Path(sys.executable)] if Path(sys.executable).name.startswith("python") else []
-    found += [directory / f"python{version}", directory / "python3", directory / "python"]
-    for candidate in found:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return os.fspath(candidate)
-    raise BackendError(f"no Python interpreter found in {directory} to measure compute "
-                       "units in a separate process; pass compute_units explicitly")
+def _run(compiled: Path, info: PackageInfo, runtime: str, reference: Path | None,
+         units: str) -> Trial:
+    return trial_in_child(compiled, info, runtime, units, reference=reference)

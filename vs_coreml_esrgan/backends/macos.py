@@ -40,14 +40,35 @@ def require(minimum: tuple[int, int], what: str) -> None:
                            f"{version_text()}")
 
 
+def build_text() -> str:
+    """The macOS build ('23E224'; ``sysctl kern.osversion``); '' elsewhere or unknown."""
+    return _sysctl("kern.osversion")
+
+
+def has_battery() -> bool:
+    """Whether this Mac has a battery (``pmset -g batt`` lists an InternalBattery, as
+    ``man pmset`` describes its battery status output; not checked on a Mac here)."""
+    if sys.platform != "darwin":
+        return False
+    try:
+        listed = subprocess.run(["pmset", "-g", "batt"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "InternalBattery" in listed
+
+
+def _sysctl(name: str) -> str:
+    if sys.platform != "darwin":
+        return ""
+    try:
+        named = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True,
+                               timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return named.stdout.strip()
+
+
 def chip_name() -> str:
     """The processor as macOS names it ('Apple M2 Pro'); the machine type elsewhere."""
-    if sys.platform == "darwin":
-        try:
-            named = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
-                                   capture_output=True, text=True, timeout=5, check=True)
-            if named.stdout.strip():
-                return named.stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return platform.machine() or "unknown"
+    return _sysctl("machdep.cpu.brand_string") or platform.machine() or "unknown"

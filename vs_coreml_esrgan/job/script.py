@@ -59,6 +59,7 @@ class UpscaleOptions:
     overlap: int | None  # None: the model's default
     backend: str
     precision: str | None = None  # None: the filter's 'auto'
+    prefer: str | None = None  # None: the filter's 'auto' (Core ML on a Mac)
 
 
 def source_call(namespace: str, path: Path) -> str:
@@ -81,7 +82,7 @@ def render_script(source: Path, namespace: str, options: UpscaleOptions,
     ``top_field_first`` (not None): deinterlace first with bwdif at the same frame rate,
     keeping the first field of each frame."""
     kwargs = {"model": options.model, "overlap": options.overlap, "backend": options.backend,
-              "precision": options.precision}
+              "precision": options.precision, "prefer": options.prefer}
     if options.tile:
         kwargs["tile"] = list(options.tile)
     arguments = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v is not None)
