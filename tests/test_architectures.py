@@ -159,8 +159,8 @@ def test_convert_verify_and_inspect_a_span_package(make_checkpoint, tmp_path, ca
 def test_square_requirement_reaches_the_tile_checks():
     """Uformer (spandrel: multiples of 128, square) as a description: the filter's tile
     choice and check and the converter's check all follow it."""
-    from vs_coreml_esrgan.filter import _tile_size
     from vs_coreml_esrgan.network_spec import NetworkSpec
+    from vs_coreml_esrgan.tile_size import checked_tile_size as _tile_size
 
     spec = NetworkSpec(arch="Uformer", scale=1, multiple_of=128, square=True)
     assert spec.size_requirements == "multiple of 128, square"

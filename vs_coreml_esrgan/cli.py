@@ -67,7 +67,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _warn_small_tile(tile: tuple[int, int], spec: NetworkSpec) -> None:
-    """The filter's rule (filter.check_tile_overlap) told before converting: a side
+    """The filter's rule (tile_size.check_tile_overlap) told before converting: a side
     shorter than 2 x overlap + 1 serves only frames it covers, unless overlap= is lowered."""
     needed = 2 * spec.default_overlap + 1
     if min(tile) < needed:

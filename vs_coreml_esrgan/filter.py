@@ -7,34 +7,26 @@ write.
 
 from __future__ import annotations
 
-import numbers
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import vapoursynth as vs
 
-from . import colour, frames, stitching, tiling
+from . import colour, tiling
 from .backends import Backend, BackendError, fallback
 from .catalogue import DEFAULT_MODEL, is_model_name, resolve_model
 from .memory import activation_values, check_fits, package_activation_values
 from .network_spec import FALLBACK_OVERLAP, ModelError, NetworkSpec
+from .render import Setup, stitched_format, upscale_rgb
+from .tile_size import check_tile_overlap, checked_tile_size, is_int, tile_pair
 
 BACKENDS = ("auto", "torch", "coreml", "mil")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 PREFERENCES = ("auto", "speed", "efficiency")
 _NAME = "upscale"
 _SMALLER = "use a smaller tile or batch (tile=None picks one of at most 512)"
-
-
-@dataclass(frozen=True)
-class _Setup:
-    backend: Backend
-    plan: tiling.TilePlan
-    batch: int
 
 
 def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
@@ -102,7 +94,7 @@ def upscale_named(name: str, clip: vs.VideoNode,
                          compute_units=compute_units, prefer=prefer)
     except (ValueError, TypeError, OSError) as exc:
         raise vs.Error(f"{name}: {exc}") from None
-    return restore(_upscale_rgb(rgb, setup, name, _stitched_format(clip)))
+    return restore(upscale_rgb(rgb, setup, name, stitched_format(clip)))
 
 
 def apply_backend(clip: vs.VideoNode, backend: Backend, plan: tiling.TilePlan, *,
@@ -112,8 +104,8 @@ def apply_backend(clip: vs.VideoNode, backend: Backend, plan: tiling.TilePlan, *
     For callers that build or wrap backends themselves (benchmarks, other front ends).
     """
     rgb, restore = colour.to_rgb(clip, _NAME)
-    setup = _Setup(backend=backend, plan=plan, batch=batch)
-    return restore(_upscale_rgb(rgb, setup, _NAME, _stitched_format(clip)))
+    setup = Setup(backend=backend, plan=plan, batch=batch)
+    return restore(upscale_rgb(rgb, setup, _NAME, stitched_format(clip)))
 
 
 def _check_clip(clip: object) -> None:
@@ -133,10 +125,10 @@ def _check_clip(clip: object) -> None:
 def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
              tile: int | Sequence[int] | None, overlap: int, backend: str,
              device: str | None, precision: str, batch: int | None,
-             compute_units: str | None, prefer: str | None = None) -> _Setup:
-    if overlap is not None and (not _is_int(overlap) or overlap < 0):
+             compute_units: str | None, prefer: str | None = None) -> Setup:
+    if overlap is not None and (not is_int(overlap) or overlap < 0):
         raise ValueError(f"overlap must be a non-negative int, got {overlap!r}")
-    if batch is not None and (not _is_int(batch) or batch < 1):
+    if batch is not None and (not is_int(batch) or batch < 1):
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     overlap = None if overlap is None else int(overlap)
     batch = None if batch is None else int(batch)
@@ -189,10 +181,10 @@ def _choose_backend(backend: str, is_package: bool) -> str:
 
 def _prepare_fallback(clip: vs.VideoNode, path: str | os.PathLike[str], is_package: bool,
                       *, tile: int | Sequence[int] | None, overlap: int | None,
-                      precision: str, batch: int | None, prefer: str | None) -> _Setup:
+                      precision: str, batch: int | None, prefer: str | None) -> Setup:
     """Backend 'auto' on macOS: the routes of backends.fallback, the first that runs
     correctly; torch on MPS only after its parity check (backends.torch_gate)."""
-    def attempt(route: fallback.Route) -> _Setup:
+    def attempt(route: fallback.Route) -> Setup:
         if route.backend in ("coreml", "mil"):
             package = path if is_package else _convert_for(
                 clip, path, tile=tile, overlap=overlap, precision=precision,
@@ -211,7 +203,7 @@ def _prepare_fallback(clip: vs.VideoNode, path: str | os.PathLike[str], is_packa
 
 def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
                    tile: int | Sequence[int] | None, overlap: int, device: str | None,
-                   precision: str, batch: int, gate: bool = False) -> _Setup:
+                   precision: str, batch: int, gate: bool = False) -> Setup:
     """The torch backend; ``gate``: only after its parity check against torch float32 on
     the CPU in a child process (backends.torch_gate), BackendError when it fails."""
     from .backends.torch_backend import (
@@ -225,7 +217,7 @@ def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
     loaded = load_model(path)
     spec = loaded.spec
     overlap = spec.default_overlap if overlap is None else overlap
-    tile_size = _tile_size(tile, clip.width, clip.height, overlap, spec)
+    tile_size = checked_tile_size(tile, clip.width, clip.height, overlap, spec)
     # torch takes any size: a tile larger than the frame is the frame (no padding to
     # change its edges)
     tile_size = tiling.fit_tile_to_frame(tile_size, clip.width, clip.height,
@@ -249,7 +241,7 @@ def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
             and not cpu_has_native_bf16():
         _notify("precision 'bf16' on a CPU without native bfloat16 (AVX512-BF16 or AMX): "
                 "PyTorch emulates it, several times slower than fp32")
-    return _Setup(backend=runner, plan=plan, batch=batch)
+    return Setup(backend=runner, plan=plan, batch=batch)
 
 
 def _convert_for(clip: vs.VideoNode, path: str | os.PathLike[str], *,
@@ -266,7 +258,7 @@ def _convert_for(clip: vs.VideoNode, path: str | os.PathLike[str], *,
         tile_size = coreml_tile_size(clip.width, clip.height, overlap, loaded.network,
                                      loaded.spec)
     else:
-        tile_size = _tile_size(tile, clip.width, clip.height, overlap, loaded.spec)
+        tile_size = checked_tile_size(tile, clip.width, clip.height, overlap, loaded.spec)
     precision = _precision_for(loaded.spec, precision)
     plan = tiling.plan_tiles(clip.width, clip.height, tile_size, overlap, loaded.spec.scale)
     batch = min(batch, plan.num_tiles)  # more would only repeat the last tile
@@ -285,7 +277,7 @@ def _notify(message: str) -> None:
 def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen: str, *,
                      tile: int | Sequence[int] | None, overlap: int, batch: int | None,
                      compute_units: str | None, precision: str,
-                     prefer: str | None = None) -> _Setup:
+                     prefer: str | None = None) -> Setup:
     from .coreml.package import read_package
 
     info = read_package(package)
@@ -294,7 +286,7 @@ def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen
                          f"precision {info.precision!r}; omit precision= or convert again "
                          "with --precision")
     if tile is not None:
-        wanted = _tile_pair(tile)
+        wanted = tile_pair(tile)
         if wanted != info.tile:
             raise ValueError(f"tile {wanted[0]}x{wanted[1]} disagrees with the package's "
                              f"compiled tile {info.tile[0]}x{info.tile[1]}; omit tile= or "
@@ -321,7 +313,7 @@ def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen
     check_tile_overlap(info.tile, clip.width, clip.height, overlap,
                        fix="convert the model again with a larger --tile")
     plan = tiling.plan_tiles(clip.width, clip.height, info.tile, overlap, info.scale)
-    return _Setup(backend=runner, plan=plan, batch=info.batch)
+    return Setup(backend=runner, plan=plan, batch=info.batch)
 
 
 def _model_path(model: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
@@ -338,41 +330,6 @@ def _model_path(model: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
     return model
 
 
-def _tile_size(tile: int | Sequence[int] | None, width: int, height: int, overlap: int,
-               spec: NetworkSpec) -> tuple[int, int]:
-    """The given tile checked against the model's size requirements, or the planned one."""
-    if tile is None:
-        chosen = tiling.choose_tile_size(width, height, overlap, multiple_of=spec.multiple_of,
-                                         minimum=spec.minimum)
-        return (max(chosen),) * 2 if spec.square else chosen
-    sizes = _tile_pair(tile)
-    if spec.square and sizes[0] != sizes[1]:
-        raise ValueError(f"tile {sizes[0]}x{sizes[1]} is not square, which "
-                         f"{spec.describe()} needs")
-    check_tile_overlap(sizes, width, height, overlap)
-    for s in sizes:
-        if s % spec.multiple_of or s < spec.minimum:
-            raise ValueError(f"tile {s} does not meet the size requirements of "
-                             f"{spec.describe()}: {spec.size_requirements}")
-    return sizes[0], sizes[1]
-
-
-def check_tile_overlap(tile: tuple[int, int], width: int, height: int, overlap: int, *,
-                       fix: str = "use a larger tile") -> None:
-    """The one rule for explicit, automatic and compiled tiles alike: a tile side shorter
-    than the frame's must hold ``overlap`` context pixels on both sides and one more
-    (``2 * overlap + 1``); a side that covers the frame is one tile on that axis and needs
-    none. ValueError naming the tile, the frame, ``fix`` and the overlap that would do."""
-    for side, length, axis in ((tile[0], width, "wide"), (tile[1], height, "high")):
-        needed = 2 * overlap + 1
-        if side < needed and side < length:
-            raise ValueError(f"tile {side} is smaller than 2 x overlap + 1 = {needed}; "
-                             f"{fix} (at least {needed}, or the whole frame, {length} "
-                             f"pixels {axis}), or pass overlap={(side - 1) // 2} or less "
-                             "(less context: tiled output may then differ from the whole "
-                             "frame's near tile edges)")
-
-
 def _precision_for(spec: NetworkSpec, precision: str, *, explicit: bool = True) -> str:
     """'fp16' and 'bf16' as given where the network supports them (spandrel says which);
     'auto' becomes 'fp32' for a network without half-precision support. An explicit
@@ -387,138 +344,6 @@ def _precision_for(spec: NetworkSpec, precision: str, *, explicit: bool = True) 
         return "fp32"
     raise ValueError(f"{spec.describe()} does not support {precision} (spandrel says so); "
                      "use precision='fp32' or 'auto'")
-
-
-def _tile_pair(tile: int | Sequence[int]) -> tuple[int, int]:
-    """An int or ``[width, height]`` as ``(width, height)``; ValueError otherwise."""
-    if _is_int(tile):
-        sizes = [tile, tile]
-    elif isinstance(tile, Sequence) and not isinstance(tile, str):
-        sizes = list(tile)
-    else:
-        sizes = []
-    if len(sizes) != 2 or not all(_is_int(s) and s > 0 for s in sizes):
-        raise ValueError(f"tile must be a positive int or [width, height], got {tile!r}")
-    return int(sizes[0]), int(sizes[1])
-
-
-def _is_int(value: object) -> bool:
-    """An integer, numpy's included, but not a bool (True would pass as 1)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
-
-
-# Frames in flight at once. ModifyFrame computes one frame at a time per instance, so with
-# one instance a frame's reading, colour handling and stitching never overlap the network's
-# work on the next; two interleaved instances sharing the backend (which runs one call at
-# a time) let them. More would only queue at the backend.
-_LANES = 2
-
-
-def _stitched_format(clip: vs.VideoNode) -> int:
-    """The RGB format tiles are written into before the clip's own format is restored.
-
-    RGB clips: their own. YUV and GRAY of at most 10 bits: RGB48, a third of RGBS's bytes
-    to write and the cheapest for resize to read back (its rounding error, 2**-17, is
-    1/128 of a 10-bit step); deeper or float ones: RGBS.
-    """
-    fmt = clip.format
-    if fmt.color_family == vs.RGB:
-        return fmt.id
-    shallow = fmt.sample_type == vs.INTEGER and fmt.bits_per_sample <= 10
-    return vs.RGB48 if shallow else vs.RGBS
-
-
-def _upscale_rgb(rgb: vs.VideoNode, setup: _Setup, name: str, out_format: int) -> vs.VideoNode:
-    """The upscaled RGB clip. Where it is an intermediate (``out_format`` differs from
-    ``rgb``'s: the clip's own format is restored from it) none of its nodes keeps a
-    frame cache; an RGB clip's last node is the user's and keeps VapourSynth's."""
-    core = vs.core
-    intermediate = out_format != rgb.format.id
-    lanes = min(_LANES, core.num_threads, rgb.num_frames)
-    if lanes == 1:
-        lane = _upscale_lane(rgb, setup, name, 0, 1, out_format)
-        return _uncached(lane) if intermediate else lane
-    parts = [_uncached(_upscale_lane(core.std.SelectEvery(rgb, lanes, k,
-                                                          modify_duration=False),
-                                     setup, name, k, lanes, out_format))
-             for k in range(lanes)]
-    # the later lanes are a frame shorter where the length is not a multiple of lanes
-    joined = _uncached(core.std.Interleave(parts, extend=True, modify_duration=False))
-    trimmed = joined[:rgb.num_frames]
-    return _uncached(trimmed) if intermediate else trimmed
-
-
-def _uncached(clip: vs.VideoNode) -> vs.VideoNode:
-    """``clip`` with VapourSynth's frame cache off: an intermediate's frames are asked
-    for once, and a cache that keeps them makes each new output frame fresh memory for the
-    kernel to fault in (43,000 page faults, 60 ms of system time, per 5120x2880 RGBS
-    frame here). Returns the same node."""
-    vs.core.std.SetVideoCache(clip, mode=0)  # sets the node's cache; returns nothing
-    return clip
-
-
-def _upscale_lane(rgb: vs.VideoNode, setup: _Setup, name: str, first: int,
-                  step: int, out_format: int) -> vs.VideoNode:
-    """One ModifyFrame instance over frames ``first, first + step, ...`` of the clip
-    (``rgb`` holds just those), naming the clip's own frame numbers in errors; frames of
-    ``out_format``."""
-    scale = setup.backend.scale
-    blank = vs.core.std.BlankClip(rgb, width=rgb.width * scale, height=rgb.height * scale,
-                                  format=out_format, keep=True)
-
-    def upscale_frame(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        try:
-            return _render(f[0], f[1], setup)
-        except Exception as exc:  # VapourSynth shows it with a traceback; name the filter
-            raise vs.Error(f"{name}: frame {first + n * step}: {exc}") from None
-
-    return vs.core.std.ModifyFrame(blank, clips=[rgb, blank], selector=upscale_frame)
-
-
-def _render(source: vs.VideoFrame, target: vs.VideoFrame, setup: _Setup) -> vs.VideoFrame:
-    """One upscaled frame; ValueError for non-finite samples in or out (never returned).
-
-    Tiles are cut from the frame in the backend's input type and written straight into
-    the output frame's planes (see :mod:`vs_coreml_esrgan.stitching`).
-    """
-    dtype = setup.backend.input_dtype
-    image = frames.read_tiles_source(source, dtype)
-    # A new frame, not a copy of the blank one: a copy's planes are copied again on the
-    # first write (copy-on-write), a frame-sized pass for nothing.
-    fmt = target.format
-    out = vs.core.create_video_frame(fmt, target.width, target.height)
-    planes = [np.asarray(out[plane]) for plane in range(fmt.num_planes)]
-    try:
-        if not _stitched_on_device(image, planes, frames.peak(fmt), setup):
-            stitching.upscale_into(image, setup.plan, setup.backend, planes,
-                                   peak=frames.peak(fmt), batch=setup.batch, dtype=dtype)
-    except stitching.NonFiniteOutput as exc:
-        cause = ("it overflows float16 (try precision='fp32')" if dtype == np.float16
-                 else "its weights are damaged or far too large for float32")
-        raise ValueError(f"{exc}: {cause}") from None
-    props = out.props  # a new frame has none
-    for key, value in source.props.items():
-        if key != "_Alpha":  # an alpha frame of the input size would not fit
-            props[key] = value
-    return out
-
-
-def _stitched_on_device(image: np.ndarray, planes: list[np.ndarray], peak: int,
-                        setup: _Setup) -> bool:
-    """For backends on a GPU (torch CUDA / MPS): cut and stitch there when the frame fits
-    (see device_stitching.py); False where the host's writer is to run."""
-    backend = setup.backend
-    if not getattr(backend, "stitches_on_device", False):
-        return False
-    from . import device_stitching
-
-    needed = device_stitching.frame_bytes(setup.plan, len(planes), setup.batch)
-    if not device_stitching.fits(backend.device, needed):
-        return False
-    device_stitching.upscale_on_device(image, setup.plan, backend.run_tensor, planes,
-                                       peak=peak, batch=setup.batch, device=backend.device,
-                                       dtype=backend.dtype)
-    return True
 
 
 __all__ = ["BackendError", "ModelError", "upscale", "upscale_named"]
