@@ -175,3 +175,12 @@ def realplksr(scale: int = 2, dim: int = 16, n_blocks: int = 2, kernel_size: int
               layer_norm: bool = True, std: float = 0.05) -> Net:
     return Net("PLKSR", scale, dict(dim=dim, n_blocks=n_blocks, upscaling_factor=scale,
                                     kernel_size=kernel_size, layer_norm=layer_norm), std=std)
+
+
+@pytest.fixture
+def model_dir(tmp_path, monkeypatch):
+    """An empty user model directory (VS_COREML_ESRGAN_MODELS) for this test."""
+    directory = tmp_path / "models"
+    directory.mkdir()
+    monkeypatch.setenv("VS_COREML_ESRGAN_MODELS", str(directory))
+    return directory

@@ -17,14 +17,6 @@ from vs_coreml_esrgan.catalogue import (
 from vs_coreml_esrgan.network_spec import ModelError
 
 
-@pytest.fixture
-def model_dir(tmp_path, monkeypatch):
-    directory = tmp_path / "models"
-    directory.mkdir()
-    monkeypatch.setenv("VS_COREML_ESRGAN_MODELS", str(directory))
-    return directory
-
-
 def test_every_known_name_resolves_from_the_package(model_dir):
     for known in KNOWN_MODELS:
         resolved = resolve_model(known.name)

@@ -19,14 +19,6 @@ from vs_coreml_esrgan.catalogue import (
 from vs_coreml_esrgan.checkpoint import file_sha256, load_model
 
 
-@pytest.fixture
-def model_dir(tmp_path, monkeypatch):
-    directory = tmp_path / "models"
-    directory.mkdir()
-    monkeypatch.setenv("VS_COREML_ESRGAN_MODELS", str(directory))
-    return directory
-
-
 @pytest.mark.parametrize("known", KNOWN_MODELS, ids=lambda m: m.name)
 def test_catalogue_description_is_what_loading_gives(model_dir, known):
     resolved = resolve_model(known.name)
