@@ -17,6 +17,7 @@ from .probe import SourceInfo, check_upscale, choose_source, probe_source
 from .script import (
     ENCODERS,
     PRESET_ENCODERS,
+    Encoder,
     OutputFormat,
     UpscaleOptions,
     choose_format,
@@ -24,6 +25,7 @@ from .script import (
     source_layout,
 )
 from .signal import HDR_TRANSFERS, output_signal
+from .source import delivered_format
 from .video_index import SourceError, VideoIndex, build_index
 
 
@@ -123,9 +125,10 @@ def plan_job(request: JobRequest) -> Job:
         index = build_index(source)
     except SourceError as exc:
         raise JobError(str(exc)) from None
-    namespace = choose_source(request.source_filter)
+    namespace = _whole_picture_source(choose_source(request.source_filter), index,
+                                      request.source_filter)
     info = probe_source(namespace, source.resolve(), index)
-    digest = check_upscale(upscale, info)
+    digest, scale = check_upscale(upscale, info)
     first = request.start or 0
     last = info.num_frames - 1 if request.end is None else request.end
     if not 0 <= first <= last < info.num_frames:
@@ -153,7 +156,11 @@ def plan_job(request: JobRequest) -> Job:
                            "output would band and lose it; use --bit-depth 10 with x265, "
                            "av1 or vp9")
         depth = max(depth, 10)
-    fmt = choose_format(encoder, source_layout(info.format_name), depth, request.bits)
+    # the stream's own layout: the built-in source delivers a turned or odd-sized 4:2:0
+    # picture as 4:4:4, and the output is 4:2:0 again where its size allows
+    layout = source_layout(delivered_format(index.pix_fmt)[1])
+    fmt = _fitting_format(choose_format(encoder, layout, depth, request.bits), encoder,
+                          request.encoder, info.width * scale, info.height * scale, warnings)
     untagged = not rgb and info.props.get("_Matrix", 2) not in (1, 4, 5, 6, 7, 8, 9, 10, 14)
     script = render_script(source.resolve(), namespace, upscale, fmt, signal,
                            set_matrix=untagged, rgb_source=rgb,
@@ -174,6 +181,42 @@ def plan_job(request: JobRequest) -> Job:
     return Job(request, ffmpeg, vspipe, info, media, index, script, first, last,
                f"setsar={info.sar},{signal.setparams()}", video, fmt, digest,
                warnings + stream_warnings)
+
+
+def _whole_picture_source(namespace: str, index: VideoIndex, requested: str) -> str:
+    """The source filter that delivers the whole picture: bestsource (and the others) crop
+    a subsampled picture of odd size to even (213x120 4:2:0 -> 212x120), so 'auto' takes
+    the built-in source for such files, and an explicit choice is refused."""
+    import vapoursynth as vs
+
+    _, format_name = delivered_format(index.pix_fmt)
+    fmt = vs.core.get_video_format(getattr(vs, format_name))
+    odd = index.width % (1 << fmt.subsampling_w) or index.height % (1 << fmt.subsampling_h)
+    if namespace == "builtin" or not odd:
+        return namespace
+    if requested == "auto":
+        return "builtin"
+    raise JobError(f"the input is {index.width}x{index.height} {index.pix_fmt}, and the "
+                   f"source filter {namespace} crops it to an even size (losing its last "
+                   "column or row); use --source builtin (or auto), which upscales the "
+                   "whole picture")
+
+
+def _fitting_format(fmt: OutputFormat, encoder: Encoder, name: str, width: int, height: int,
+                    warnings: list[str]) -> OutputFormat:
+    """``fmt``, or 4:4:4 where the upscaled size is odd for its subsampling (an x3 model on
+    213x120); JobError where the encoder takes no 4:4:4."""
+    sub_w, sub_h = {"420": (2, 2), "422": (2, 1)}.get(fmt.layout, (1, 1))
+    if width % sub_w == 0 and height % sub_h == 0:
+        return fmt
+    chroma = f"4:{fmt.layout[1]}:{fmt.layout[2]}"
+    if "444" not in encoder.layouts:
+        raise JobError(f"the upscaled picture is {width}x{height}, which {chroma} cannot "
+                       f"hold, and encoder {name} writes no 4:4:4; use an encoder that does "
+                       "(x264, x265, ffv1)")
+    warnings.append(f"the upscaled picture is {width}x{height}, which {chroma} cannot hold: "
+                    "written as 4:4:4")
+    return replace(fmt, layout="444")
 
 
 def _hdr_args(source: Path, codec: str, name: str, warnings: list[str]) -> list[str]:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
-_VERSION = 1
+_VERSION = 2  # 2: the display orientation
 
 
 class SourceError(Exception):
@@ -43,6 +43,14 @@ class VideoIndex:
     last_duration: int  # of the last frame, in time_base units
     interlaced_frames: int = 0  # frames the decoder marks interlaced
     bottom_field_first: bool = False  # the stream's field order, for those frames
+    # The display matrix's linear part (a, b, c, d) as signs: a point (x, y) of the decoded
+    # picture is shown at (a x + c y, b x + d y); (1, 0, 0, 1) upright.
+    orientation: tuple[int, int, int, int] = (1, 0, 0, 1)
+
+    @property
+    def transposed(self) -> bool:
+        """Whether the picture is shown turned a quarter (width and height swap)."""
+        return self.orientation[0] == 0
 
     @property
     def num_frames(self) -> int:
@@ -71,6 +79,7 @@ class VideoIndex:
             raise SourceError(f"{path}: an index from another version; delete it")
         data["time_base"] = tuple(data["time_base"])
         data["fps"] = tuple(data["fps"])
+        data["orientation"] = tuple(data["orientation"])
         return cls(**data)
 
     def matches(self, path: Path) -> bool:
@@ -121,11 +130,13 @@ def build_index(path: Path) -> VideoIndex:
         first = None
         latest = None  # the last timestamp taken
         interlaced = 0
+        orientation = (1, 0, 0, 1)
         try:
             for frame in container.decode(stream):
                 shape = (frame.width, frame.height, frame.format.name)
                 if first is None:
                     first = shape
+                    orientation = display_orientation(frame)
                 elif shape != first:
                     raise SourceError(
                         f"{path}: the video changes from {first[0]}x{first[1]} {first[2]} to "
@@ -158,7 +169,29 @@ def build_index(path: Path) -> VideoIndex:
             keyframes=keyframes if timed else [0], last_duration=last,
             interlaced_frames=interlaced,
             # AVFieldOrder 3 (BB) and 5 (BT) put the bottom field first
-            bottom_field_first=int(stream.codec_context.field_order) in (3, 5))
+            bottom_field_first=int(stream.codec_context.field_order) in (3, 5),
+            orientation=orientation)
+
+
+def display_orientation(frame) -> tuple[int, int, int, int]:
+    """The signs of a decoded frame's display matrix (a, b, c, d): how players turn and
+    flip the picture (a phone's portrait video is stored landscape with a quarter turn).
+    libavutil/display.h: a point (p, q) is shown at (a p + c q, b p + d q), a, b, c, d in
+    16.16 fixed point, matrix stored row by row as [a b u; c d v; x y w]. Turns other than
+    quarters (rare; players differ) are ignored: upright."""
+    import av
+    import numpy as np
+
+    data = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+    if data is None or data.buffer_size < 36:
+        return (1, 0, 0, 1)
+    matrix = np.frombuffer(bytes(data), np.int32, 9).astype(np.float64) / 65536
+    a, b, c, d = (matrix[0], matrix[1], matrix[3], matrix[4])
+    signs = tuple(int(np.sign(round(v))) if abs(abs(v) - 1) < 0.01 or abs(v) < 0.01
+                  else 9 for v in (a, b, c, d))
+    quarter = (signs[1] == signs[2] == 0 and 0 not in (signs[0], signs[3])) or \
+        (signs[0] == signs[3] == 0 and 0 not in (signs[1], signs[2]))
+    return signs if quarter and 9 not in signs else (1, 0, 0, 1)
 
 
 def _fill_untimed(pts: list[int], rate: Fraction, time_base: Fraction
