@@ -372,3 +372,20 @@ def test_variable_frame_rate_keeps_each_frames_time(model, tmp_path, suffix, ext
         printed = job(source, tmp_path / "p.mkv", "--model", model, "--print").stdout
         assert f"job.relay {source} 0 {len(times) - 1} \\\n  | " in printed
         assert "-itsoffset 0.300000 -f nut -i -" in printed
+
+
+def test_colons_and_newlines_in_names(model, tmp_path):
+    """A relative "clip:1.mkv" was read as protocol "clip" ("Protocol not found"), a
+    relative output "out:1.mkv" failed once vspipe ran, and a newline in a chunked
+    output's name broke the line-based concat list after every segment was encoded."""
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.4", "-c:v", "libx264",
+           tmp_path / "clip:1.mkv")
+    result = job("clip:1.mkv", "out:1.mkv", "--model", model, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(video_times(tmp_path / "out:1.mkv")) == 4
+    result = job("clip:1.mkv", "two\nlines:2.mkv", "--model", model, "--chunks", "2",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(video_times(tmp_path / "two\nlines:2.mkv")) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip:1.mkv", "out:1.mkv",
+                                                           "two\nlines:2.mkv"]

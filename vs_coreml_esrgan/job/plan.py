@@ -96,6 +96,10 @@ def plan_job(request: JobRequest) -> Job:
     """Check everything a job needs before any work starts. Raises JobError."""
     source, output = request.source, request.output
     _check_paths(source, output, request.force)
+    # Absolute from here on: ffmpeg and PyAV read "clip:1.mkv" as protocol "clip" (a path
+    # with a slash before its first colon is always a file).
+    source, output = source.absolute(), output.absolute()
+    request = replace(request, source=source, output=output)
     name = request.encoder or ("vp9" if output.suffix.lower() == ".webm" else "x264")
     request = replace(request, encoder=name)
     encoder = ENCODERS.get(name)

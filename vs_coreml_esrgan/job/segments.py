@@ -155,13 +155,16 @@ def join_segments(job: Job, all_segments: list[Segment], work: Path) -> None:
     shutil.rmtree(parts, ignore_errors=True)
 
 
-def concat_line(path: Path, length: Fraction | None = None) -> str:
+def concat_line(path: Path, length: Fraction | None = None, base: Path | None = None) -> str:
     """One ``file`` entry of ffmpeg's concat list (with its length in seconds, if given);
     quotes in the path are escaped the way the concat demuxer reads them (close, escaped
-    quote, reopen)."""
-    quoted = str(path.resolve()).replace("'", "'\\''")
+    quote, reopen). ``base``: the list's directory, where ``path`` lies: the entry is its
+    bare name (the demuxer reads it relative to the list), so whatever the directory is
+    called — a newline in it would end the line — never appears in the list."""
+    name = path.name if base is not None and path.parent == base else str(path.resolve())
+    quoted = name.replace("'", "'\\''")
     return f"file '{quoted}'\n" + ("" if length is None else
-                                    f"duration {seconds(length)}\n")
+                                   f"duration {seconds(length)}\n")
 
 
 def _join(job: Job, finished: list[Segment], parts: Path, comp: Companion) -> None:
@@ -172,7 +175,7 @@ def _join(job: Job, finished: list[Segment], parts: Path, comp: Companion) -> No
     # exact length places the next one (the concat demuxer's duration directive).
     listing.write_text("".join(
         concat_line(s.path, job.index.seconds(s.last + 1) - job.index.seconds(s.first)
-                    if job.variable_rate else None) for s in finished))
+                    if job.variable_rate else None, base=parts) for s in finished))
     output = job.request.output
     partial = partial_path(output)
     # The segments' 1 ms time base makes -itsoffset exact enough here.
