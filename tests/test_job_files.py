@@ -389,3 +389,29 @@ def test_colons_and_newlines_in_names(model, tmp_path):
     assert len(video_times(tmp_path / "two\nlines:2.mkv")) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip:1.mkv", "out:1.mkv",
                                                            "two\nlines:2.mkv"]
+
+
+def test_names_that_are_not_utf8(model, tmp_path):
+    """A latin-1 name (old archives, SMB shares) is a valid path: it stopped the job with
+    "'utf-8' codec can't encode character '\\udce9'", and a batch with no summary."""
+    import os
+
+    latin = tmp_path / os.fsdecode(b"caf\xe9.mkv")
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-c:v", "libx264", latin)
+    out = tmp_path / os.fsdecode(b"sortie-\xe9.mkv")
+    result = job(latin, out, "--model", model)
+    assert result.returncode == 0, result.stderr
+    assert len(video_times(out)) == 3
+    plain = tmp_path / "plain.mkv"
+    plain.write_bytes(latin.read_bytes())
+    outdir = tmp_path / "batch"
+    outdir.mkdir()
+    result = job(latin, plain, "-o", outdir, "--model", model)
+    assert result.returncode == 0, result.stderr
+    assert "summary: 2 done" in result.stdout + result.stderr
+    assert len(video_times(outdir / latin.name)) == 3
+    refused = job(latin, tmp_path / "bs.mkv", "--model", model, "--source", "bs")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().count("\n") == 0  # one line, naming the way out
+    assert "takes only UTF-8 file names" in refused.stderr and "--source builtin" in \
+        refused.stderr

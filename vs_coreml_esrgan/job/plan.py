@@ -129,8 +129,8 @@ def plan_job(request: JobRequest) -> Job:
         index = build_index(source)
     except SourceError as exc:
         raise JobError(str(exc)) from None
-    namespace = _whole_picture_source(choose_source(request.source_filter), index,
-                                      request.source_filter)
+    namespace = _able_source(choose_source(request.source_filter), index,
+                             request.source_filter, source)
     info = probe_source(namespace, source.resolve(), index)
     digest, scale = check_upscale(upscale, info)
     first = request.start or 0
@@ -187,23 +187,29 @@ def plan_job(request: JobRequest) -> Job:
                warnings + stream_warnings)
 
 
-def _whole_picture_source(namespace: str, index: VideoIndex, requested: str) -> str:
-    """The source filter that delivers the whole picture: bestsource (and the others) crop
-    a subsampled picture of odd size to even (213x120 4:2:0 -> 212x120), so 'auto' takes
-    the built-in source for such files, and an explicit choice is refused."""
+def _able_source(namespace: str, index: VideoIndex, requested: str, path: Path) -> str:
+    """A source filter that can deliver the whole picture of ``path``: bestsource (and the
+    other plugins) crop a subsampled picture of odd size to even (213x120 4:2:0 ->
+    212x120) and take only UTF-8 file names, so 'auto' takes the built-in source for such
+    files, and an explicit choice is refused."""
     import vapoursynth as vs
 
+    if namespace == "builtin":
+        return namespace
     _, format_name = delivered_format(index.pix_fmt)
     fmt = vs.core.get_video_format(getattr(vs, format_name))
-    odd = index.width % (1 << fmt.subsampling_w) or index.height % (1 << fmt.subsampling_h)
-    if namespace == "builtin" or not odd:
+    if index.width % (1 << fmt.subsampling_w) or index.height % (1 << fmt.subsampling_h):
+        problem = (f"the input is {index.width}x{index.height} {index.pix_fmt}, and the "
+                   f"source filter {namespace} crops it to an even size (losing its last "
+                   "column or row)")
+    elif str(path) != str(path).encode("utf-8", "replace").decode("utf-8"):
+        problem = (f"the source filter {namespace} takes only UTF-8 file names, and this "
+                   "one is not")
+    else:
         return namespace
     if requested == "auto":
         return "builtin"
-    raise JobError(f"the input is {index.width}x{index.height} {index.pix_fmt}, and the "
-                   f"source filter {namespace} crops it to an even size (losing its last "
-                   "column or row); use --source builtin (or auto), which upscales the "
-                   "whole picture")
+    raise JobError(f"{problem}; use --source builtin (or auto), which takes it whole")
 
 
 def _fitting_format(fmt: OutputFormat, encoder: Encoder, name: str, width: int, height: int,

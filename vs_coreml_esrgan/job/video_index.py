@@ -106,11 +106,35 @@ def open_media(path: Path):
     if path.is_dir():
         raise SourceError(f"{path} is a directory, not a video file")
     try:
+        if not _utf8(str(path)):
+            return _open_unnamed(path)
         return av.open(str(path))
     except FileNotFoundError:
         raise SourceError(f"{path} does not exist") from None
     except (av.FFmpegError, OSError) as exc:
         raise SourceError(f"{path}: not a readable media file ({exc})") from None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of the name, kept as surrogates
+        return False
+    return True
+
+
+def _open_unnamed(path: Path):
+    """A file whose name is not UTF-8 (latin-1 from an old archive): PyAV passes names to
+    ffmpeg as UTF-8, so the file is opened here and read through a file object (the
+    container holds it; it is closed when the container goes)."""
+    import av
+
+    file = path.open("rb")
+    try:
+        return av.open(file)
+    except BaseException:
+        file.close()
+        raise
 
 
 def build_index(path: Path) -> VideoIndex:
