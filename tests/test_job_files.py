@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from media_files import (
+    FFMPEG,
     NOISE,
     VIDEO,
     audio_track,
@@ -415,3 +416,49 @@ def test_names_that_are_not_utf8(model, tmp_path):
     assert refused.stderr.strip().count("\n") == 0  # one line, naming the way out
     assert "takes only UTF-8 file names" in refused.stderr and "--source builtin" in \
         refused.stderr
+
+
+def _audio_file(directory: Path, codec: str) -> Path:
+    """Half a second of stereo audio in ``codec`` (in Matroska, which holds them all)."""
+    encoder = {"opus": "libopus", "mp3": "libmp3lame", "dts": "dca"}.get(codec, codec)
+    path = directory / f"{codec}.mka"
+    ffmpeg("-f", "lavfi", "-i", f"{NOISE}:duration=0.5", "-ac", "2", "-c:a", encoder,
+           "-strict", "-2", path)
+    return path
+
+
+# What the table lets through and ffmpeg's muxers refuse (ffmpeg 7-9), and what they take.
+_REFUSED = {".mov": ("opus", "flac", "truehd"),
+            ".m4v": ("mp3", "mp2", "eac3", "opus", "flac", "dts", "truehd"),
+            ".mp4": ("truehd",)}
+_TAKEN = {".mov": ("aac", "mp3", "ac3", "alac"), ".m4v": ("aac", "ac3", "alac"),
+          ".mp4": ("aac", "mp3", "opus", "flac", "eac3")}
+
+
+def test_the_muxer_is_asked_before_any_work(tmp_path):
+    from vs_coreml_esrgan.job.media import probe_media, refused_by_muxer
+
+    made = {codec: _audio_file(tmp_path, codec)
+            for codec in {c for cs in (*_REFUSED.values(), *_TAKEN.values()) for c in cs}}
+    for suffix in _REFUSED:
+        for codec in _REFUSED[suffix] + _TAKEN[suffix]:
+            streams = probe_media(made[codec], need_video=False).streams
+            refused = refused_by_muxer(FFMPEG, made[codec], streams, Path(f"out{suffix}"))
+            assert (codec in refused) == (codec in _REFUSED[suffix]), (suffix, codec)
+
+
+def test_audio_the_muxer_refuses_is_dropped_before_the_segments(model, tmp_path):
+    """.mov with Opus beside AAC, chunked: every segment was encoded, then the join
+    failed ("opus only supported in MP4"). Now the Opus track is dropped, with a warning,
+    and the rest is kept."""
+    source = tmp_path / "two-tracks.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.6", "-f", "lavfi", "-i",
+           f"{NOISE}:duration=0.6", "-map", "0:v", "-map", "1:a", "-map", "1:a",
+           "-c:v", "libx264", "-c:a:0", "aac", "-c:a:1", "libopus", source)
+    out = tmp_path / "out.mov"
+    result = job(source, out, "--model", model, "--chunks", "2")
+    assert result.returncode == 0, result.stderr
+    assert "audio stream 2 (opus) cannot go into .mov; dropped" in result.stderr
+    assert [(s["type"], s["codec"]) for s in stream_facts(out)] == [("video", "h264"),
+                                                                    ("audio", "aac")]
+    assert len(video_times(out)) == 6

@@ -24,8 +24,9 @@ class Companion:
     streams: list[Stream]
     video_offset: Fraction
 
-    def maps(self, output: Path) -> list[str]:
-        return stream_maps(self.streams, output)[0]
+    def maps(self, output: Path, refused: frozenset[str] = frozenset()) -> list[str]:
+        """``refused``: the codecs the output's muxer refused (the job's plan found them)."""
+        return stream_maps(self.streams, output, refused=refused)[0]
 
     def input(self) -> list[str]:
         """ffmpeg's options reading the file; when the video starts before its streams,

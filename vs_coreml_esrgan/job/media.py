@@ -109,11 +109,12 @@ CONTAINERS = {
 }
 
 
-def stream_maps(streams: list[Stream], output: Path, input_index: int = 1
-                ) -> tuple[list[str], list[str]]:
+def stream_maps(streams: list[Stream], output: Path, input_index: int = 1,
+                refused: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
     """(ffmpeg options, warnings) carrying the input's audio, subtitles, attachments,
     chapters, metadata and per-stream tags into ``output``; streams its container cannot
-    hold are dropped with a warning (or, in .webm, audio is encoded to Opus)."""
+    hold are dropped with a warning (or, in .webm, audio is encoded to Opus). ``refused``:
+    codecs the container's muxer refused (see :func:`refused_by_muxer`), dropped too."""
     container = CONTAINERS[output.suffix.lower()]
     args: list[str] = ["-map_metadata", str(input_index), "-map_chapters", str(input_index)]
     warnings = []
@@ -124,7 +125,7 @@ def stream_maps(streams: list[Stream], output: Path, input_index: int = 1
             continue  # the video comes from the pipe; data streams are not carried
         allowed = {"audio": container.audio, "subtitle": container.subtitles,
                    "attachment": None if container.attachments else frozenset()}[stream.kind]
-        fits = allowed is None or stream.codec in allowed
+        fits = (allowed is None or stream.codec in allowed) and stream.codec not in refused
         if stream.kind == "audio" and not fits and container.audio_fallback:
             codecs += [f"-c:{out_index}", container.audio_fallback]
             warnings.append(f"audio stream {stream.index} ({stream.codec}) is encoded to "
@@ -140,3 +141,31 @@ def stream_maps(streams: list[Stream], output: Path, input_index: int = 1
         args += ["-map", f"{input_index}:{stream.index}"]  # its tags come along
         out_index += 1
     return args + codecs, warnings
+
+
+def refused_by_muxer(ffmpeg: str, source: Path, streams: list[Stream], output: Path
+                     ) -> frozenset[str]:
+    """The codecs among the streams :func:`stream_maps` carries into ``output`` that
+    ffmpeg's muxer for its suffix refuses (mov takes no Opus or FLAC, the ipod muxer of
+    .m4v no MP3 or E-AC-3, ...): each codec is muxed for an instant into a scratch file,
+    so they are known before any work, not at the end."""
+    import subprocess
+    import tempfile
+
+    refused: set[str] = set()
+    tried: set[tuple[str, str]] = set()
+    with tempfile.TemporaryDirectory(prefix="vs-coreml-esrgan-") as work:
+        scratch = Path(work) / f"probe{output.suffix.lower()}"
+        for stream in streams:
+            args, _ = stream_maps([stream], output)
+            if (stream.kind, stream.codec) in tried or "-c:1" not in args:
+                continue  # already known, or not carried at all
+            tried.add((stream.kind, stream.codec))
+            codec = args[args.index("-c:1") + 1]
+            result = subprocess.run(
+                [ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(source), "-map",
+                 f"0:{stream.index}", "-c:0", codec, "-t", "0.1", str(scratch)],
+                capture_output=True)
+            if result.returncode != 0:
+                refused.add(stream.codec)
+    return frozenset(refused)

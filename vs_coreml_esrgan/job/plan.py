@@ -12,7 +12,15 @@ from pathlib import Path
 
 from .hdr import CARRIERS as HDR_CARRIERS
 from .hdr import read_hdr_metadata
-from .media import CONTAINERS, JobError, MediaInfo, find_ffmpeg, probe_media, stream_maps
+from .media import (
+    CONTAINERS,
+    JobError,
+    MediaInfo,
+    find_ffmpeg,
+    probe_media,
+    refused_by_muxer,
+    stream_maps,
+)
 from .probe import SourceInfo, check_upscale, choose_source, probe_source
 from .script import (
     ENCODERS,
@@ -62,6 +70,7 @@ class Job:
     output_format: OutputFormat
     model_digest: str
     warnings: list[str] = field(default_factory=list)
+    refused_codecs: frozenset[str] = frozenset()  # the output's muxer refuses them
 
     @property
     def frames(self) -> int:
@@ -181,10 +190,11 @@ def plan_job(request: JobRequest) -> Job:
     for key, value in media.video_stream.metadata.items():
         if key.lower() in ("language", "title", "handler_name"):
             video += ["-metadata:s:v:0", f"{key.lower()}={value}"]
-    _, stream_warnings = stream_maps(media.streams, output)
+    refused = refused_by_muxer(ffmpeg, source, media.streams, output)
+    _, stream_warnings = stream_maps(media.streams, output, refused=refused)
     return Job(request, ffmpeg, vspipe, info, media, index, script, first, last,
                f"setsar={info.sar},{signal.setparams()}", video, fmt, digest,
-               warnings + stream_warnings)
+               warnings + stream_warnings, refused)
 
 
 def _able_source(namespace: str, index: VideoIndex, requested: str, path: Path) -> str:

@@ -63,9 +63,8 @@ def describe(job: Job, script_path: str = "upscale.vpy") -> str:
         comp, cut = Companion(job.request.source, job.media.streams, job.video_start()), ""
     vspipe = vspipe_command(job, script_path, job.first, job.last, None, False)
     ffmpeg = [job.ffmpeg, "-hide_banner", "-nostdin", *pipe_input(job, comp.video_offset),
-              *comp.input(),
-              "-map", "0:v", *comp.maps(out), *encode_args(job, comp.video_offset),
-              str(out)]
+              *comp.input(), "-map", "0:v", *comp.maps(out, job.refused_codecs),
+              *encode_args(job, comp.video_offset), str(out)]
     stages = [vspipe, ffmpeg]
     note = ""
     if job.variable_rate:
@@ -110,7 +109,7 @@ def _run_straight(job: Job, script: Path, bar) -> int:
     output = job.request.output
     partial = partial_path(output)
     comp = companion(job, script.parent)
-    tail = [*comp.input(), "-map", "0:v", *comp.maps(output),
+    tail = [*comp.input(), "-map", "0:v", *comp.maps(output, job.refused_codecs),
             *encode_args(job, comp.video_offset), str(partial)]
     try:
         frames = pipe(job, script, job.first, job.last, tail, bar,

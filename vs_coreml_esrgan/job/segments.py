@@ -182,8 +182,8 @@ def _join(job: Job, finished: list[Segment], parts: Path, comp: Companion) -> No
     shift = ["-itsoffset", seconds(comp.video_offset)] if comp.video_offset > 0 else []
     command = [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *shift,
                "-f", "concat", "-safe", "0", "-i", str(listing), *comp.input(),
-               "-map", "0:v", *comp.maps(output), "-c:v", "copy", *_video_tags(job),
-               str(partial)]
+               "-map", "0:v", *comp.maps(output, job.refused_codecs), "-c:v", "copy",
+               *_video_tags(job), str(partial)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, errors="replace")
         if result.returncode != 0:
