@@ -6,6 +6,7 @@ picture ffmpeg shows (decoded with its autorotation), up to the colour round tri
 from __future__ import annotations
 
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,22 @@ def test_odd_sized_420_is_upscaled_whole(nearest, tmp_path, source):
     assert result.returncode == 0, result.stderr
     assert_shows(out, shown_luma(odd))
     assert stream_facts(out)[0]["pix_fmt"] == "yuv420p"
+
+
+@pytest.mark.parametrize("source", ["builtin", "auto"])
+def test_the_containers_aspect_ratio_wins(nearest, tmp_path, source):
+    """A DVD remux: the MPEG-2 header says 4:3 (square pixels here), Matroska's display
+    size 16:9, as mkvmerge --aspect-ratio writes; players show 16:9. bestsource took the
+    header's and the output was squashed."""
+    stream = tmp_path / "dvd.m2v"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-c:v", "mpeg2video", "-aspect",
+           "4:3", "-pix_fmt", "yuv420p", stream)
+    remux = tmp_path / "dvd.mkv"
+    ffmpeg("-fflags", "+genpts", "-r", "10", "-i", stream, "-c", "copy", "-aspect", "16:9",
+           remux)
+    assert stream_facts(remux)[0]["sar"] == Fraction(4, 3)
+    out = tmp_path / "out.mkv"
+    result = job(remux, out, "--model", nearest, "--encoder", "ffv1", "--source", source)
+    assert result.returncode == 0, result.stderr
+    facts = stream_facts(out)[0]
+    assert facts["sar"] == Fraction(4, 3) and facts["width"] == 128

@@ -140,7 +140,7 @@ def plan_job(request: JobRequest) -> Job:
         raise JobError(str(exc)) from None
     namespace = _able_source(choose_source(request.source_filter), index,
                              request.source_filter, source)
-    info = probe_source(namespace, source.resolve(), index)
+    info = _shown_aspect(probe_source(namespace, source.resolve(), index), index)
     digest, scale = check_upscale(upscale, info)
     first = request.start or 0
     last = info.num_frames - 1 if request.end is None else request.end
@@ -220,6 +220,15 @@ def _able_source(namespace: str, index: VideoIndex, requested: str, path: Path) 
     if requested == "auto":
         return "builtin"
     raise JobError(f"{problem}; use --source builtin (or auto), which takes it whole")
+
+
+def _shown_aspect(info: SourceInfo, index: VideoIndex) -> SourceInfo:
+    """``info`` with the pixel aspect players show, whichever source filter read it:
+    bestsource takes the bitstream's even where the container states another."""
+    if index.sar[0] <= 0:
+        return info
+    num, den = index.sar[::-1] if index.transposed else index.sar
+    return replace(info, props={**info.props, "_SARNum": num, "_SARDen": den})
 
 
 def _fitting_format(fmt: OutputFormat, encoder: Encoder, name: str, width: int, height: int,

@@ -145,7 +145,7 @@ class _Decoder:
         stream = self.container.streams[self.index.stream]
         stream.codec_context.thread_type = "AUTO"
         self.context = stream.codec_context
-        self.sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+        self.sar = Fraction(*self.index.sar)
         if start_frame == 0:
             self.position = 0
         else:

@@ -46,6 +46,10 @@ class VideoIndex:
     # The display matrix's linear part (a, b, c, d) as signs: a point (x, y) of the decoded
     # picture is shown at (a x + c y, b x + d y); (1, 0, 0, 1) upright.
     orientation: tuple[int, int, int, int] = (1, 0, 0, 1)
+    # The pixel aspect players use, of the stored picture: the container's where it states
+    # one (Matroska's display size, mov's pasp: a DVD remux's 16:9 over an MPEG-2 header's
+    # 4:3), else the bitstream's (libavformat's av_guess_sample_aspect_ratio); (0, 1) none.
+    sar: tuple[int, int] = (0, 1)
 
     @property
     def transposed(self) -> bool:
@@ -80,6 +84,7 @@ class VideoIndex:
         data["time_base"] = tuple(data["time_base"])
         data["fps"] = tuple(data["fps"])
         data["orientation"] = tuple(data["orientation"])
+        data["sar"] = tuple(data["sar"])
         return cls(**data)
 
     def matches(self, path: Path) -> bool:
@@ -194,7 +199,12 @@ def build_index(path: Path) -> VideoIndex:
             interlaced_frames=interlaced,
             # AVFieldOrder 3 (BB) and 5 (BT) put the bottom field first
             bottom_field_first=int(stream.codec_context.field_order) in (3, 5),
-            orientation=orientation)
+            orientation=orientation, sar=_shown_sar(stream))
+
+
+def _shown_sar(stream) -> tuple[int, int]:
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return (sar.numerator, sar.denominator) if sar and sar > 0 else (0, 1)
 
 
 def display_orientation(frame) -> tuple[int, int, int, int]:
