@@ -462,3 +462,20 @@ def test_audio_the_muxer_refuses_is_dropped_before_the_segments(model, tmp_path)
     assert [(s["type"], s["codec"]) for s in stream_facts(out)] == [("video", "h264"),
                                                                     ("audio", "aac")]
     assert len(video_times(out)) == 6
+
+
+def test_colour_tags_do_not_depend_on_the_source_filter(model, tmp_path):
+    """The bundled sample tags only its matrix (BT.709) and carries an sRGB ICC profile:
+    bestsource read primaries and transfer from the profile, the built-in source could
+    not, so Linux and a Mac tagged the same command differently. One rule: the stream's
+    and container's tags, and the SD convention (SMPTE 170M) for what they leave out."""
+    sample = Path(__file__).resolve().parents[1] / "samples" / "sample.mp4"
+    tags = []
+    for source in ("builtin", "auto"):
+        out = tmp_path / f"{source}.mkv"
+        result = job(sample, out, "--model", model, "--encoder", "ffv1", "--end", "1",
+                     "--source", source)
+        assert result.returncode == 0, result.stderr
+        video = stream_facts(out)[0]
+        tags.append((video["colorspace"], video["primaries"], video["transfer"]))
+    assert tags == [(1, 6, 6), (1, 6, 6)]

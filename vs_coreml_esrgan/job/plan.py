@@ -140,7 +140,7 @@ def plan_job(request: JobRequest) -> Job:
         raise JobError(str(exc)) from None
     namespace = _able_source(choose_source(request.source_filter), index,
                              request.source_filter, source)
-    info = _shown_aspect(probe_source(namespace, source.resolve(), index), index)
+    info = _one_reading(probe_source(namespace, source.resolve(), index), index)
     digest, scale = check_upscale(upscale, info)
     first = request.start or 0
     last = info.num_frames - 1 if request.end is None else request.end
@@ -222,13 +222,17 @@ def _able_source(namespace: str, index: VideoIndex, requested: str, path: Path) 
     raise JobError(f"{problem}; use --source builtin (or auto), which takes it whole")
 
 
-def _shown_aspect(info: SourceInfo, index: VideoIndex) -> SourceInfo:
-    """``info`` with the pixel aspect players show, whichever source filter read it:
-    bestsource takes the bitstream's even where the container states another."""
-    if index.sar[0] <= 0:
-        return info
-    num, den = index.sar[::-1] if index.transposed else index.sar
-    return replace(info, props={**info.props, "_SARNum": num, "_SARDen": den})
+def _one_reading(info: SourceInfo, index: VideoIndex) -> SourceInfo:
+    """``info`` with what the output is tagged with read one way, whichever source filter
+    delivers the frames: the pixel aspect players show (bestsource takes the bitstream's
+    even where the container states another) and the primaries and transfer the stream
+    and container tag (bestsource also reads an ICC profile, PyAV cannot)."""
+    props = dict(info.props)
+    props["_Primaries"], props["_Transfer"] = index.colour_tags
+    if index.sar[0] > 0:
+        props["_SARNum"], props["_SARDen"] = index.sar[::-1] if index.transposed \
+            else index.sar
+    return replace(info, props=props)
 
 
 def _fitting_format(fmt: OutputFormat, encoder: Encoder, name: str, width: int, height: int,

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .video_index import SourceError, VideoIndex, build_index, open_media, video_stream
+from .video_index import (
+    SourceError,
+    VideoIndex,
+    build_index,
+    open_media,
+    tag_of,
+    video_stream,
+)
 
 # PyAV pixel format -> (VapourSynth format name, planes taken). Full-range "j" formats and
 # alpha formats (whose alpha plane is left out) map to their planar equivalents.
@@ -74,13 +81,8 @@ def frame_props(frame, context, index: VideoIndex, n: int, sar: Fraction | None
     props: dict[str, object] = {}
     rgb = _PLANAR.get(frame.format.name, "").startswith("RGB") or frame.format.is_rgb \
         or frame.format.has_palette
-    # A frame's own value, else the stream's (containers such as Matroska carry the tags
-    # beside the bitstream); 2 is H.273's "unspecified".
     def tag(name: str, unspecified: int = 2) -> int:
-        value = int(getattr(frame, name))
-        if value in (0, unspecified):
-            value = int(getattr(context, name)) or value
-        return value
+        return tag_of(frame, context, name, unspecified)
 
     props["_Matrix"] = 0 if rgb else tag("colorspace")
     props["_Primaries"] = tag("color_primaries")

@@ -50,6 +50,10 @@ class VideoIndex:
     # one (Matroska's display size, mov's pasp: a DVD remux's 16:9 over an MPEG-2 header's
     # 4:3), else the bitstream's (libavformat's av_guess_sample_aspect_ratio); (0, 1) none.
     sar: tuple[int, int] = (0, 1)
+    # The first frame's primaries and transfer (H.273), as the stream and container tag
+    # them: the one reading every source filter's job follows (bestsource also reads ICC
+    # profiles, PyAV cannot).
+    colour_tags: tuple[int, int] = (2, 2)
 
     @property
     def transposed(self) -> bool:
@@ -85,6 +89,7 @@ class VideoIndex:
         data["fps"] = tuple(data["fps"])
         data["orientation"] = tuple(data["orientation"])
         data["sar"] = tuple(data["sar"])
+        data["colour_tags"] = tuple(data["colour_tags"])
         return cls(**data)
 
     def matches(self, path: Path) -> bool:
@@ -160,12 +165,15 @@ def build_index(path: Path) -> VideoIndex:
         latest = None  # the last timestamp taken
         interlaced = 0
         orientation = (1, 0, 0, 1)
+        colour_tags = (2, 2)
         try:
             for frame in container.decode(stream):
                 shape = (frame.width, frame.height, frame.format.name)
                 if first is None:
                     first = shape
                     orientation = display_orientation(frame)
+                    colour_tags = (tag_of(frame, stream.codec_context, "color_primaries"),
+                                   tag_of(frame, stream.codec_context, "color_trc"))
                 elif shape != first:
                     raise SourceError(
                         f"{path}: the video changes from {first[0]}x{first[1]} {first[2]} to "
@@ -199,7 +207,16 @@ def build_index(path: Path) -> VideoIndex:
             interlaced_frames=interlaced,
             # AVFieldOrder 3 (BB) and 5 (BT) put the bottom field first
             bottom_field_first=int(stream.codec_context.field_order) in (3, 5),
-            orientation=orientation, sar=_shown_sar(stream))
+            orientation=orientation, sar=_shown_sar(stream), colour_tags=colour_tags)
+
+
+def tag_of(frame, context, name: str, unspecified: int = 2) -> int:
+    """A colour tag of a decoded frame: its own value, else the stream's (containers such
+    as Matroska carry the tags beside the bitstream); 2 is H.273's "unspecified"."""
+    value = int(getattr(frame, name))
+    if value in (0, unspecified):
+        value = int(getattr(context, name)) or value
+    return value
 
 
 def _shown_sar(stream) -> tuple[int, int]:
