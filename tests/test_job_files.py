@@ -479,3 +479,55 @@ def test_colour_tags_do_not_depend_on_the_source_filter(model, tmp_path):
         video = stream_facts(out)[0]
         tags.append((video["colorspace"], video["primaries"], video["transfer"]))
     assert tags == [(1, 6, 6), (1, 6, 6)]
+
+
+_SRT = "1\n00:00:00,000 --> 00:00:00,300\nearly\n\n2\n00:00:00,600 --> 00:00:00,800\nlater\n"
+_ASS = """[Script Info]
+ScriptType: v4.00+
+
+[V4+ Styles]
+Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, \
+BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, \
+BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding
+Style: Default,Arial,20,&H00FFFFFF,&H000000FF,&H00000000,&H00000000,0,0,0,0,100,100,0,0,\
+1,1,0,2,10,10,10,1
+
+[Events]
+Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
+Dialogue: 0,0:00:00.00,0:00:00.50,Default,,0,0,0,,ass early
+Dialogue: 0,0:00:00.70,0:00:00.90,Default,,0,0,0,,ass later
+"""
+
+
+def _subtitle_events(path: Path) -> list[tuple[int, float, float, str]]:
+    """(track, start s, duration s, last word) of every subtitle packet, in file order."""
+    import av
+
+    with av.open(str(path)) as container:
+        tracks = [s for s in container.streams if s.type == "subtitle"]
+        numbers = {s.index: k for k, s in enumerate(tracks)}
+        return sorted((numbers[p.stream.index], round(float(p.pts * p.time_base), 3),
+                       round(float(p.duration * p.time_base), 3),
+                       bytes(p).decode().split()[-1]) for p in container.demux(tracks)
+                      if p.size)
+
+
+def test_frame_range_keeps_subtitles_on_screen_at_its_start(model, tmp_path):
+    """--start 0.2 s: the SRT event 0-0.3 s and the ASS event 0-0.5 s were dropped (the
+    ASS track left empty); they are kept, cut to the range, with the audio in sync."""
+    (tmp_path / "a.srt").write_text(_SRT)
+    (tmp_path / "b.ass").write_text(_ASS)
+    source = _audio_led(tmp_path, ".mkv")  # video from 0.5 s: events are on its timeline
+    with_subs = tmp_path / "subs.mkv"
+    ffmpeg("-i", source, "-itsoffset", "0.5", "-i", tmp_path / "a.srt", "-itsoffset", "0.5",
+           "-i", tmp_path / "b.ass", "-map", "0", "-map", "1", "-map", "2", "-c", "copy",
+           with_subs)
+    out = tmp_path / "range.mkv"
+    result = job(with_subs, out, "--model", model, "--encoder", "ffv1", "--start", "2",
+                 "--end", "7")  # 0.2 s to 0.8 s of the video
+    assert result.returncode == 0, result.stderr
+    assert _subtitle_events(out) == [(0, 0.0, 0.1, "early"), (0, 0.4, 0.2, "later"),
+                                     (1, 0.0, 0.3, "early"), (1, 0.5, 0.1, "later")]
+    reference = audio_track(with_subs)
+    assert av_offset(out, reference) == pytest.approx(av_offset(with_subs, reference, 2),
+                                                      abs=0.002)

@@ -59,6 +59,10 @@ def describe(job: Job, script_path: str = "upscale.vpy") -> str:
         comp = Companion(Path("streams.mkv"), [replace(s, index=i)
                                                for i, s in enumerate(ordered)], Fraction(0))
         cut = f"{shlex.join(cut_command(job, comp.path))}\n"
+        if any(s.kind == "subtitle" for s in ordered):
+            cut = (f"{shlex.join(cut_command(job, Path('cut.mkv'), ('a', 't')))}\n# the "
+                   "subtitles: cut in-process (events on screen at the start kept, "
+                   "shortened), then joined with cut.mkv into streams.mkv\n")
     else:
         comp, cut = Companion(job.request.source, job.media.streams, job.video_start()), ""
     vspipe = vspipe_command(job, script_path, job.first, job.last, None, False)
