@@ -531,3 +531,52 @@ def test_frame_range_keeps_subtitles_on_screen_at_its_start(model, tmp_path):
     reference = audio_track(with_subs)
     assert av_offset(out, reference) == pytest.approx(av_offset(with_subs, reference, 2),
                                                       abs=0.002)
+
+
+def _dispositions(path: Path) -> list[tuple[str, bool]]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [(s.type, bool(s.disposition & av.stream.Disposition.default))
+                for s in container.streams]
+
+
+@pytest.mark.parametrize(("suffix", "extra"), [(".mp4", ("--chunks", "2")), (".mkv", ())])
+def test_stream_flags_are_kept(model, tmp_path, suffix, extra):
+    """No audio or subtitle track marked default in the source: .mp4 marked the first of
+    each default (players then showed the subtitles the source had off), and the video
+    lost its default flag."""
+    (tmp_path / "a.srt").write_text(_SRT)
+    source = tmp_path / "flags.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.6", "-f", "lavfi", "-i",
+           f"{NOISE}:duration=0.6", "-i", tmp_path / "a.srt", "-map", "0", "-map", "1",
+           "-map", "2", "-c:v", "libx264", "-c:a", "aac", "-c:s", "srt",
+           "-disposition:v:0", "default", "-disposition:a:0", "0", "-disposition:s:0", "0",
+           source)
+    assert _dispositions(source) == [("video", True), ("audio", False), ("subtitle", False)]
+    out = tmp_path / f"out{suffix}"
+    result = job(source, out, "--model", model, *extra)
+    assert result.returncode == 0, result.stderr
+    # MP4 has no "default" for audio: a track is enabled (played) or not, and players
+    # play one with no default anyway, so the first audio stays enabled there.
+    assert _dispositions(out) == [("video", True), ("audio", suffix == ".mp4"),
+                                  ("subtitle", False)]
+
+
+def test_streams_not_carried_are_named(model, tmp_path):
+    """Cover art and a second video were dropped without a word."""
+    source = tmp_path / "extras.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-f", "lavfi", "-i",
+           "testsrc=size=32x24:rate=10:duration=0.3", "-map", "0", "-map", "1",
+           "-c:v", "libx264", source)
+    result = job(source, tmp_path / "out.mkv", "--model", model)
+    assert result.returncode == 0, result.stderr
+    assert "video stream 1 (h264) is not carried: only the first video is upscaled" in \
+        result.stderr
+    cover = tmp_path / "cover.mp4"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-f", "lavfi", "-i",
+           "color=red:size=32x32:duration=0.1", "-map", "0", "-map", "1", "-c:v:0",
+           "libx264", "-c:v:1", "png", "-disposition:v:1", "attached_pic", cover)
+    result = job(cover, tmp_path / "cover-out.mkv", "--model", model)
+    assert result.returncode == 0, result.stderr
+    assert "the cover art (stream 1, png) is not carried" in result.stderr

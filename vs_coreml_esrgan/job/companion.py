@@ -144,5 +144,20 @@ def _ffmpeg(command: list[str] | None, what: str) -> None:
         raise JobError(f"ffmpeg could not {what}:\n{result.stderr.strip()[-4000:]}")
 
 
+def settle_flags(job: Job, written: Path) -> None:
+    """After muxing into ``written`` (the job's output, under another name): subtitle
+    tracks the source had off stay off in MP4 / QuickTime (see :mod:`.mp4_tracks`)."""
+    from .mp4_tracks import set_subtitle_tracks_enabled
+
+    if job.request.output.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+        return
+    maps, _ = stream_maps(job.media.streams, job.request.output,
+                          refused=job.refused_codecs)
+    kept = {maps[k + 1] for k, item in enumerate(maps[:-1]) if item == "-map"}
+    enabled = [s.default for s in job.media.streams
+               if s.kind == "subtitle" and f"1:{s.index}" in kept]
+    set_subtitle_tracks_enabled(written, enabled)
+
+
 def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial{path.suffix}")

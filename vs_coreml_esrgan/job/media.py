@@ -34,6 +34,15 @@ class Stream:
     kind: str  # "video", "audio", "subtitle", "attachment", "data"
     codec: str
     metadata: dict[str, str] = field(default_factory=dict)
+    disposition: int = 0  # libavformat's AV_DISPOSITION_* bits (1: default, 1024: cover)
+
+    @property
+    def default(self) -> bool:
+        return bool(self.disposition & 1)
+
+    @property
+    def cover(self) -> bool:
+        return bool(self.disposition & 1024)  # AV_DISPOSITION_ATTACHED_PIC
 
 
 @dataclass(frozen=True)
@@ -55,8 +64,8 @@ def probe_media(source: Path, *, need_video: bool = True) -> MediaInfo:
     media (or has no video stream, unless ``need_video`` is False)."""
     try:
         with open_media(source) as container:
-            streams = [Stream(s.index, s.type, _codec_name(s), dict(s.metadata))
-                       for s in container.streams]
+            streams = [Stream(s.index, s.type, _codec_name(s), dict(s.metadata),
+                              int(s.disposition)) for s in container.streams]
             start = Fraction(container.start_time or 0, 1_000_000)
             try:
                 video = video_stream(container).index

@@ -16,6 +16,7 @@ from .media import (
     CONTAINERS,
     JobError,
     MediaInfo,
+    Stream,
     find_ffmpeg,
     probe_media,
     refused_by_muxer,
@@ -190,11 +191,23 @@ def plan_job(request: JobRequest) -> Job:
     for key, value in media.video_stream.metadata.items():
         if key.lower() in ("language", "title", "handler_name"):
             video += ["-metadata:s:v:0", f"{key.lower()}={value}"]
+    # the pipe's video has no flags: the source video's default flag, as it was
+    video += ["-disposition:v:0", "default" if media.video_stream.default else "0"]
+    warnings += [_not_carried(stream) for stream in media.streams
+                 if stream.kind == "video" and stream.index != media.video]
     refused = refused_by_muxer(ffmpeg, source, media.streams, output)
     _, stream_warnings = stream_maps(media.streams, output, refused=refused)
     return Job(request, ffmpeg, vspipe, info, media, index, script, first, last,
                f"setsar={info.sar},{signal.setparams()}", video, fmt, digest,
                warnings + stream_warnings, refused)
+
+
+def _not_carried(stream: Stream) -> str:
+    if stream.cover:
+        return (f"the cover art (stream {stream.index}, {stream.codec}) is not carried into "
+                "the output; dropped")
+    return (f"video stream {stream.index} ({stream.codec}) is not carried: only the first "
+            "video is upscaled; dropped")
 
 
 def _able_source(namespace: str, index: VideoIndex, requested: str, path: Path) -> str:

@@ -13,7 +13,15 @@ from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
-from .companion import Companion, carried_streams, companion, cut_command, encode_args, partial_path
+from .companion import (
+    Companion,
+    carried_streams,
+    companion,
+    cut_command,
+    encode_args,
+    partial_path,
+    settle_flags,
+)
 from .pipe import pipe, pipe_input, vspipe_command
 from .plan import Job
 from .relay import command as relay_command
@@ -118,6 +126,7 @@ def _run_straight(job: Job, script: Path, bar) -> int:
     try:
         frames = pipe(job, script, job.first, job.last, tail, bar,
                       max(comp.video_offset, Fraction(0)))
+        settle_flags(job, partial)
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)

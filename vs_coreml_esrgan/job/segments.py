@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from .companion import Companion, companion, partial_path
+from .companion import Companion, companion, partial_path, settle_flags
 from .media import JobError
 from .pipe import pipe, seconds
 from .plan import Job
@@ -189,13 +189,14 @@ def _join(job: Job, finished: list[Segment], parts: Path, comp: Companion) -> No
         if result.returncode != 0:
             raise JobError(f"ffmpeg could not join the segments (exit {result.returncode}):\n"
                            f"{result.stderr.strip()[-4000:]}")
+        settle_flags(job, partial)
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
 
 
 def _video_tags(job: Job) -> list[str]:
-    """The video track's language and title options from the encoding options."""
+    """The video track's language, title and flags options from the encoding options."""
     args = job.video_args
-    return [item for k, key in enumerate(args[:-1]) if key == "-metadata:s:v:0"
-            for item in (key, args[k + 1])]
+    return [item for k, key in enumerate(args[:-1])
+            if key in ("-metadata:s:v:0", "-disposition:v:0") for item in (key, args[k + 1])]
