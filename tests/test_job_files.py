@@ -521,13 +521,14 @@ def test_frame_range_keeps_subtitles_on_screen_at_its_start(model, tmp_path):
     with_subs = tmp_path / "subs.mkv"
     ffmpeg("-i", source, "-itsoffset", "0.5", "-i", tmp_path / "a.srt", "-itsoffset", "0.5",
            "-i", tmp_path / "b.ass", "-map", "0", "-map", "1", "-map", "2", "-c", "copy",
-           with_subs)
+           "-disposition:s:0", "0", "-disposition:s:1", "default+forced", with_subs)
     out = tmp_path / "range.mkv"
     result = job(with_subs, out, "--model", model, "--encoder", "ffv1", "--start", "2",
                  "--end", "7")  # 0.2 s to 0.8 s of the video
     assert result.returncode == 0, result.stderr
     assert _subtitle_events(out) == [(0, 0.0, 0.1, "early"), (0, 0.4, 0.2, "later"),
                                      (1, 0.0, 0.3, "early"), (1, 0.5, 0.1, "later")]
+    assert [d for kind, d in _dispositions(out) if kind == "subtitle"] == [False, True]
     reference = audio_track(with_subs)
     assert av_offset(out, reference) == pytest.approx(av_offset(with_subs, reference, 2),
                                                       abs=0.002)

@@ -88,6 +88,7 @@ def cut_subtitles(job: Job, target: Path) -> None:
             made[track.index] = cut.add_stream_from_template(track)
             made[track.index].metadata.update({k: v for k, v in track.metadata.items()
                                                if k.upper() != "DURATION"})
+            made[track.index].disposition = track.disposition  # default, forced, ...
         for packet in source.demux(tracks):
             if packet.pts is None or not packet.size:
                 continue
