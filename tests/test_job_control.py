@@ -188,3 +188,51 @@ def test_errors_carry_no_progress_lines():
 def test_concat_list_quotes_apostrophes(tmp_path):
     line = concat_line(tmp_path / "Kiki's Delivery Service.mkv")
     assert line == f"file '{tmp_path}/Kiki'\\''s Delivery Service.mkv'\n"
+
+
+def _manifest(**changes) -> dict:
+    wanted = {"source": "/videos/in.mkv", "source_size": 1000, "source_mtime_ns": 5,
+              "script": "clip = ...", "video": ["-c:v", "ffv1"], "model_sha256": "ab",
+              "segments": [[0, 4], [5, 9]]}
+    return {**wanted, **changes}
+
+
+@pytest.mark.parametrize(("recorded", "says", "options_hint"), [
+    (_manifest(source_mtime_ns=4), "the file changed since (its size or modification "
+                                   "time differs)", False),
+    (_manifest(model_sha256="cd"), "made with other model weights", False),
+    (_manifest(video=["-c:v", "libx264"]), "made with other options", True),
+])
+def test_a_refused_resume_names_its_reason(tmp_path, recorded, says, options_hint):
+    """A source whose modification time changed was refused with "rerun with the same
+    options" (they were the same)."""
+    from vs_coreml_esrgan.job.media import JobError
+    from vs_coreml_esrgan.job.segments import _check_resumable
+
+    (tmp_path / "job.json").write_text(json.dumps(recorded))
+    with pytest.raises(JobError) as refused:
+        _check_resumable(tmp_path, _manifest(), force=False)
+    message = str(refused.value)
+    assert says in message and "--force" in message
+    assert ("same options" in message or "options that made them" in message) \
+        == options_hint
+
+
+def test_segment_counts_read_as_english():
+    from types import SimpleNamespace
+
+    from vs_coreml_esrgan.job.batch import done
+
+    item = SimpleNamespace(job=SimpleNamespace(frames=10), entry=None)
+    assert done(item, 5, 1).detail == "10 frames (5 processed now, 1 segment reused)"
+    assert done(item, 0, 2).detail == "10 frames (0 processed now, 2 segments reused)"
+
+
+def test_print_says_the_warnings_a_run_says(tmp_path):
+    source = tmp_path / "alpha.mov"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.2", "-c:v", "png", "-pix_fmt", "rgba",
+           source)
+    result = job(source, tmp_path / "out.mkv", "--print")
+    assert result.returncode == 0, result.stderr
+    assert "warning: the input has an alpha channel (rgba)" in result.stderr
+    assert "# pipeline" in result.stdout

@@ -108,6 +108,8 @@ def _single(args: argparse.Namespace, cluster: str | None) -> int:
                 raise JobError(workers.refusal(source))
             job = plan_job(_request(args, source, output))
             if args.print:
+                for message in job.warnings:  # what the run would say, said now
+                    _warn(message)
                 print(describe(job), end="")
                 return 0
             if client is None:
@@ -125,7 +127,7 @@ def _single(args: argparse.Namespace, cluster: str | None) -> int:
               file=sys.stderr)
         return 128 + stop.signum
     print(f"{output}: {job.frames} frames ({processed} processed now"
-          + (f", {reused} segments reused" if reused else "") + ")")
+          + (f", {reused} segment{'s' * (reused != 1)} reused" if reused else "") + ")")
     return 0
 
 
@@ -206,6 +208,8 @@ def _batch(args: argparse.Namespace, cluster: str | None) -> int:
             report.outcomes += known
             if args.print:
                 for item in planned:
+                    for message in item.job.warnings:
+                        _warn(f"{item.entry.source.name}: {message}")
                     print(f"# {item.entry.source} -> {item.entry.output}\n"
                           f"{describe(item.job)}")
                 print(batch.summary(known), end="", file=sys.stderr)

@@ -169,7 +169,7 @@ def run_local(planned: list[Planned], bar, warn: Warn, report: Report) -> None:
 
 def done(item: Planned, processed: int, reused: int) -> Outcome:
     text = (f"{item.job.frames} frames ({processed} processed now"
-            + (f", {reused} segments reused" if reused else "") + ")")
+            + (f", {reused} segment{'s' * (reused != 1)} reused" if reused else "") + ")")
     return Outcome(item.entry, "done", text, processed, reused)
 
 

@@ -63,13 +63,26 @@ def _check_resumable(parts: Path, wanted: dict, force: bool) -> None:
     if force:
         shutil.rmtree(parts)
         return
-    if recorded and recorded.get("model_sha256") != wanted["model_sha256"] and \
-            {k: v for k, v in recorded.items() if k != "model_sha256"} == \
-            {k: v for k, v in wanted.items() if k != "model_sha256"}:
-        raise JobError(f"{parts} holds segments made with other model weights (the model "
-                       "file changed since); pass --force to start over with this model")
-    raise JobError(f"{parts} holds segments of a different job; rerun with the same "
-                   "options, or pass --force to start over")
+    differing = {k for k in wanted.keys() | recorded.keys()
+                 if recorded.get(k) != wanted.get(k)}
+    reasons = [why for keys, why in _CHANGES if differing & keys] if recorded else []
+    if not reasons:
+        raise JobError(f"{parts} holds segments of a different job; rerun with the same "
+                       "options, or pass --force to start over")
+    raise JobError(f"{parts} holds segments {' and '.join(reasons)}; pass --force to start "
+                   "over" + (", or rerun with the options that made them"
+                             if differing & _OPTIONS else ""))
+
+
+_OPTIONS = {"script", "video", "segments"}
+# What a manifest entry that differs means, for the message.
+_CHANGES = (({"source", "source_size", "source_mtime_ns"},
+             "of the source as it was: the file changed since (its size or modification "
+             "time differs)"),
+            ({"model_sha256"}, "made with other model weights (the model file changed "
+                               "since)"),
+            (_OPTIONS, "made with other options (model, tile, encoder, quality or frame "
+                       "range)"))
 
 
 @dataclass(frozen=True)
