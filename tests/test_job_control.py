@@ -236,3 +236,37 @@ def test_print_says_the_warnings_a_run_says(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "warning: the input has an alpha channel (rgba)" in result.stderr
     assert "# pipeline" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes in /proc")
+def test_what_a_killed_run_left_is_removed_by_the_next(model, long_source, tmp_path):
+    """SIGKILL (nothing can be cleaned then) left a hidden .NAME.partial.mkv and a
+    temporary directory for good."""
+    out = tmp_path / "out.mkv"
+    work = tmp_path / "tmp"
+    work.mkdir()
+    env = dict(os.environ, TMPDIR=str(work))
+    process = subprocess.Popen([CLI, "upscale", str(long_source), str(out), "--model",
+                                str(model)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=env)
+    partial = tmp_path / ".out.partial.mkv"
+    _wait_for(partial.exists, process)
+    started = children(process.pid)
+    for pid in [process.pid, *started]:  # the run and the processes it started
+        os.kill(pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    for pid in started:
+        while _alive(pid):
+            time.sleep(0.05)
+    left = list(work.iterdir())
+    assert partial.exists() and len(left) == 1 and left[0].is_dir()
+
+    short = tmp_path / "short.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-c:v", "libx264", short)
+    result = job(short, tmp_path / "other.mkv", "--model", model, env=env)
+    assert result.returncode == 0, result.stderr
+    assert list(work.iterdir()) == []  # the orphan went with the next run's own
+    result = job(short, out, "--model", model, env=env)
+    assert result.returncode == 0, result.stderr
+    assert not partial.exists() and out.exists()

@@ -7,7 +7,6 @@ import contextlib
 import os
 import shlex
 import signal
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from fractions import Fraction
@@ -25,6 +24,7 @@ from .companion import (
 from .pipe import pipe, pipe_input, vspipe_command
 from .plan import Job
 from .relay import command as relay_command
+from .scratch import job_scratch
 from .segments import run_chunked
 
 Warn = Callable[[str], None]
@@ -99,7 +99,9 @@ def run_job(job: Job, *, warn: Warn, show_progress: bool = True, bar=None
         warn(message)
     if job.request.force and job.request.output.exists():
         warn(f"{job.request.output} will be replaced when the job succeeds")
-    with tempfile.TemporaryDirectory(prefix="vs-coreml-esrgan-") as work:
+    # What a killed run left is removed: scratch directories, this output's partial file.
+    partial_path(job.request.output).unlink(missing_ok=True)
+    with job_scratch() as work:
         script = Path(work) / "upscale.vpy"
         script.write_text(job.script)
         job.index.save(Path(work) / "index.json")
