@@ -53,6 +53,9 @@ class JobRequest:
     force: bool = False
     source_filter: str = "auto"
     deinterlace: bool = False
+    # with deinterlace: also a file flagged progressive (one file: its flags may be wrong);
+    # False in a batch, which deinterlaces each of its interlaced files only
+    deinterlace_progressive: bool = True
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,8 @@ def plan_job(request: JobRequest) -> Job:
             # frame times (variable rate) and cuts (ranges) are read from PyAV's index
             raise JobError(f"{counts}, so frame times would be wrong; use --source builtin")
         warnings.append(f"{counts}: timestamps may be off; try --source builtin")
-    top_field_first = _deinterlacing(info, index, request.deinterlace, warnings)
+    top_field_first = _deinterlacing(info, index, request.deinterlace, warnings,
+                                     request.deinterlace_progressive)
     if _has_alpha(index.pix_fmt):
         warnings.append(f"the input has an alpha channel ({index.pix_fmt}): the output "
                         "keeps the colour only (the model upscales colour; no alpha is "
@@ -332,17 +336,18 @@ def _has_alpha(pix_fmt: str) -> bool:
         return False
 
 
-def _deinterlacing(info: SourceInfo, index: VideoIndex, asked: bool, warnings: list[str]
-                   ) -> bool | None:
+def _deinterlacing(info: SourceInfo, index: VideoIndex, asked: bool, warnings: list[str],
+                   progressive_too: bool = True) -> bool | None:
     """None: no deinterlacing; else whether the top field comes first. Interlaced means
     the first frame says so (``_FieldBased``) or the decoder marked any frame interlaced
     (streams that start progressive). Raises JobError for interlaced input without
-    ``--deinterlace``, and for ``--deinterlace`` without bwdif."""
+    ``--deinterlace``, and for ``--deinterlace`` without bwdif. ``progressive_too``:
+    whether ``asked`` covers a progressive input too (with a warning)."""
     field_based = info.props.get("_FieldBased", 0)
     if field_based not in (1, 2) and index.interlaced_frames:
         field_based = 1 if index.bottom_field_first else 2
     interlaced = field_based in (1, 2)
-    if not interlaced and not asked:
+    if not interlaced and (not asked or not progressive_too):
         return None
     have_bwdif = _has_bwdif()
     if interlaced and not asked:
