@@ -118,6 +118,16 @@ CONTAINERS = {
 }
 
 
+def not_carried(stream: Stream) -> str:
+    """The warning for a video stream the output does not get (only the first video is
+    upscaled; cover art is not carried)."""
+    if stream.cover:
+        return (f"the cover art (stream {stream.index}, {stream.codec}) is not carried into "
+                "the output; dropped")
+    return (f"video stream {stream.index} ({stream.codec}) is not carried: only the first "
+            "video is upscaled; dropped")
+
+
 def stream_maps(streams: list[Stream], output: Path, input_index: int = 1,
                 refused: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
     """(ffmpeg options, warnings) carrying the input's audio, subtitles, attachments,

@@ -16,17 +16,17 @@ from .media import (
     CONTAINERS,
     JobError,
     MediaInfo,
-    Stream,
     find_ffmpeg,
+    not_carried,
     probe_media,
     refused_by_muxer,
     stream_maps,
 )
+from .picture import able_source, fitting_format, one_reading
 from .probe import SourceInfo, check_upscale, choose_source, probe_source
 from .script import (
     ENCODERS,
     PRESET_ENCODERS,
-    Encoder,
     OutputFormat,
     UpscaleOptions,
     choose_format,
@@ -142,9 +142,9 @@ def plan_job(request: JobRequest) -> Job:
         index = build_index(source)
     except SourceError as exc:
         raise JobError(str(exc)) from None
-    namespace = _able_source(choose_source(request.source_filter), index,
+    namespace = able_source(choose_source(request.source_filter), index,
                              request.source_filter, source)
-    info = _one_reading(probe_source(namespace, source.resolve(), index), index)
+    info = one_reading(probe_source(namespace, source.resolve(), index), index)
     digest, scale = check_upscale(upscale, info)
     first = request.start or 0
     last = info.num_frames - 1 if request.end is None else request.end
@@ -177,7 +177,7 @@ def plan_job(request: JobRequest) -> Job:
     # the stream's own layout: the built-in source delivers a turned or odd-sized 4:2:0
     # picture as 4:4:4, and the output is 4:2:0 again where its size allows
     layout = source_layout(delivered_format(index.pix_fmt)[1])
-    fmt = _fitting_format(choose_format(encoder, layout, depth, request.bits), encoder,
+    fmt = fitting_format(choose_format(encoder, layout, depth, request.bits), encoder,
                           request.encoder, info.width * scale, info.height * scale, warnings)
     untagged = not rgb and info.props.get("_Matrix", 2) not in (1, 4, 5, 6, 7, 8, 9, 10, 14)
     script = render_script(source.resolve(), namespace, upscale, fmt, signal,
@@ -197,76 +197,13 @@ def plan_job(request: JobRequest) -> Job:
             video += ["-metadata:s:v:0", f"{key.lower()}={value}"]
     # the pipe's video has no flags: the source video's default flag, as it was
     video += ["-disposition:v:0", "default" if media.video_stream.default else "0"]
-    warnings += [_not_carried(stream) for stream in media.streams
+    warnings += [not_carried(stream) for stream in media.streams
                  if stream.kind == "video" and stream.index != media.video]
     refused = refused_by_muxer(ffmpeg, source, media.streams, output)
     _, stream_warnings = stream_maps(media.streams, output, refused=refused)
     return Job(request, ffmpeg, vspipe, info, media, index, script, first, last,
                f"setsar={info.sar},{signal.setparams()}", video, fmt, digest,
                warnings + stream_warnings, refused)
-
-
-def _not_carried(stream: Stream) -> str:
-    if stream.cover:
-        return (f"the cover art (stream {stream.index}, {stream.codec}) is not carried into "
-                "the output; dropped")
-    return (f"video stream {stream.index} ({stream.codec}) is not carried: only the first "
-            "video is upscaled; dropped")
-
-
-def _able_source(namespace: str, index: VideoIndex, requested: str, path: Path) -> str:
-    """A source filter that can deliver the whole picture of ``path``: bestsource (and the
-    other plugins) crop a subsampled picture of odd size to even (213x120 4:2:0 ->
-    212x120) and take only UTF-8 file names, so 'auto' takes the built-in source for such
-    files, and an explicit choice is refused."""
-    import vapoursynth as vs
-
-    if namespace == "builtin":
-        return namespace
-    _, format_name = delivered_format(index.pix_fmt)
-    fmt = vs.core.get_video_format(getattr(vs, format_name))
-    if index.width % (1 << fmt.subsampling_w) or index.height % (1 << fmt.subsampling_h):
-        problem = (f"the input is {index.width}x{index.height} {index.pix_fmt}, and the "
-                   f"source filter {namespace} crops it to an even size (losing its last "
-                   "column or row)")
-    elif str(path) != str(path).encode("utf-8", "replace").decode("utf-8"):
-        problem = (f"the source filter {namespace} takes only UTF-8 file names, and this "
-                   "one is not")
-    else:
-        return namespace
-    if requested == "auto":
-        return "builtin"
-    raise JobError(f"{problem}; use --source builtin (or auto), which takes it whole")
-
-
-def _one_reading(info: SourceInfo, index: VideoIndex) -> SourceInfo:
-    """``info`` with what the output is tagged with read one way, whichever source filter
-    delivers the frames: the pixel aspect players show (bestsource takes the bitstream's
-    even where the container states another) and the primaries and transfer the stream
-    and container tag (bestsource also reads an ICC profile, PyAV cannot)."""
-    props = dict(info.props)
-    props["_Primaries"], props["_Transfer"] = index.colour_tags
-    if index.sar[0] > 0:
-        props["_SARNum"], props["_SARDen"] = index.sar[::-1] if index.transposed \
-            else index.sar
-    return replace(info, props=props)
-
-
-def _fitting_format(fmt: OutputFormat, encoder: Encoder, name: str, width: int, height: int,
-                    warnings: list[str]) -> OutputFormat:
-    """``fmt``, or 4:4:4 where the upscaled size is odd for its subsampling (an x3 model on
-    213x120); JobError where the encoder takes no 4:4:4."""
-    sub_w, sub_h = {"420": (2, 2), "422": (2, 1)}.get(fmt.layout, (1, 1))
-    if width % sub_w == 0 and height % sub_h == 0:
-        return fmt
-    chroma = f"4:{fmt.layout[1]}:{fmt.layout[2]}"
-    if "444" not in encoder.layouts:
-        raise JobError(f"the upscaled picture is {width}x{height}, which {chroma} cannot "
-                       f"hold, and encoder {name} writes no 4:4:4; use an encoder that does "
-                       "(x264, x265, ffv1)")
-    warnings.append(f"the upscaled picture is {width}x{height}, which {chroma} cannot hold: "
-                    "written as 4:4:4")
-    return replace(fmt, layout="444")
 
 
 def _hdr_args(source: Path, codec: str, name: str, warnings: list[str]) -> list[str]:
