@@ -445,6 +445,14 @@ def test_the_muxer_is_asked_before_any_work(tmp_path):
             streams = probe_media(made[codec], need_video=False).streams
             refused = refused_by_muxer(FFMPEG, made[codec], streams, Path(f"out{suffix}"))
             assert (codec in refused) == (codec in _REFUSED[suffix]), (suffix, codec)
+    # A subtitle track whose first event comes late is not taken for a refusal (the dry
+    # mux reads the first second only).
+    (tmp_path / "late.srt").write_text("1\n00:00:05,000 --> 00:00:05,500\nlate\n")
+    late = tmp_path / "late.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=6", "-i", tmp_path / "late.srt",
+           "-c:v", "libx264", "-c:s", "srt", late)
+    streams = probe_media(late).streams
+    assert refused_by_muxer(FFMPEG, late, streams, Path("out.mp4")) == frozenset()
 
 
 def test_audio_the_muxer_refuses_is_dropped_before_the_segments(model, tmp_path):

@@ -181,9 +181,11 @@ def refused_by_muxer(ffmpeg: str, source: Path, streams: list[Stream], output: P
                 continue  # already known, or not carried at all
             tried.add((stream.kind, stream.codec))
             codec = args[args.index("-c:1") + 1]
+            # the input's first second at most: the muxer refuses at its header, and a
+            # track whose first packet comes late must not make it read the whole file
             result = subprocess.run(
-                [ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(source), "-map",
-                 f"0:{stream.index}", "-c:0", codec, "-t", "0.1", str(scratch)],
+                [ffmpeg, "-v", "error", "-nostdin", "-y", "-t", "1", "-i", str(source),
+                 "-map", f"0:{stream.index}", "-c:0", codec, "-t", "0.1", str(scratch)],
                 capture_output=True)
             if result.returncode != 0:
                 refused.add(stream.codec)
