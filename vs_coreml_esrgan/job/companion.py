@@ -89,11 +89,15 @@ def cut_subtitles(job: Job, target: Path) -> None:
             made[track.index].metadata.update({k: v for k, v in track.metadata.items()
                                                if k.upper() != "DURATION"})
             made[track.index].disposition = track.disposition  # default, forced, ...
-        for packet in source.demux(tracks):
-            if packet.pts is None or not packet.size:
+        for packet in source.demux():
+            if packet.pts is None:
                 continue
             base = packet.time_base
             begin = packet.pts * base - origin
+            if packet.stream.index not in made or not packet.size:
+                if begin > stop + _INTERLEAVE:  # the file is read as far as needed only
+                    break
+                continue
             end = begin + (packet.duration or 0) * base
             if begin >= stop or (end <= start if end > begin else begin < start):
                 continue
@@ -103,6 +107,11 @@ def cut_subtitles(job: Job, target: Path) -> None:
                 packet.duration = round((shown_to - shown_from) / base)
             packet.stream = made[packet.stream.index]
             cut.mux(packet)
+
+
+# How far apart in time a file's streams may be stored: packets are interleaved by time,
+# so past the range's end by this much no subtitle event of the range can come.
+_INTERLEAVE = Fraction(10)
 
 
 def companion(job: Job, work: Path) -> Companion:
