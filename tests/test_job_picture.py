@@ -120,3 +120,27 @@ def test_the_containers_aspect_ratio_wins(nearest, tmp_path, source):
     assert result.returncode == 0, result.stderr
     facts = stream_facts(out)[0]
     assert facts["sar"] == Fraction(4, 3) and facts["width"] == 128
+
+
+def test_an_odd_upscaled_size_is_written_as_444(tmp_path):
+    """An x3 model on 213x121 gives 639x363, which 4:2:0 cannot hold: 4:4:4 with a
+    warning where the encoder takes it, a clear refusal where it does not."""
+    network = random_network(compact(scale=3, num_conv=2, num_feat=8))
+    with torch.no_grad():
+        for name, parameter in network.named_parameters():
+            if "body" in name:
+                parameter.zero_()
+    model = tmp_path / "nearest-x3.pth"
+    torch.save(network.state_dict(), model)
+    odd = tmp_path / "odd.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=213x121:rate=10:duration=0.2", "-vf",
+           "scale=213:121,format=yuv420p", "-c:v", "ffv1", odd)
+    out = tmp_path / "out.mkv"
+    result = job(odd, out, "--model", model, "--encoder", "ffv1")
+    assert result.returncode == 0, result.stderr
+    assert "639x363, which 4:2:0 cannot hold: written as 4:4:4" in result.stderr
+    facts = stream_facts(out)[0]
+    assert (facts["width"], facts["pix_fmt"]) == (639, "yuv444p")
+    refused = job(odd, tmp_path / "av1.mkv", "--model", model, "--encoder", "av1")
+    assert refused.returncode == 1
+    assert "encoder av1 writes no 4:4:4" in refused.stderr
