@@ -144,3 +144,18 @@ def test_an_odd_upscaled_size_is_written_as_444(tmp_path):
     refused = job(odd, tmp_path / "av1.mkv", "--model", model, "--encoder", "av1")
     assert refused.returncode == 1
     assert "encoder av1 writes no 4:4:4" in refused.stderr
+
+
+@pytest.mark.parametrize("source", ["builtin", "auto"])
+def test_a_quarter_turn_turns_the_pixel_aspect(nearest, tmp_path, source):
+    """Pixels twice as wide as tall, turned a quarter, are shown twice as tall as wide
+    (bestsource turns the picture but reports the stored aspect)."""
+    stored = tmp_path / "wide-pixels.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.2", "-vf", "setsar=2/1", "-c:v",
+           "libx264", "-pix_fmt", "yuv420p", stored)
+    phone = tmp_path / "phone.mov"
+    ffmpeg("-display_rotation", "90", "-i", stored, "-c", "copy", phone)
+    printed = job(phone, tmp_path / "out.mkv", "--model", nearest, "--source", source,
+                  "--print")
+    assert printed.returncode == 0, printed.stderr
+    assert "setsar=1/2," in printed.stdout
