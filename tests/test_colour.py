@@ -114,3 +114,28 @@ def test_unknown_values_fall_back_as_documented(model, props, matrix, rng, warni
         assert not warnings
     else:
         assert len(warnings) == 1 and warning in warnings[0], messages
+
+
+@pytest.mark.parametrize("location", [1, 2, 3, None])
+def test_chroma_siting_is_kept(model, location):
+    """4:2:0 chroma sited centre, top-left or top is read and written with that siting
+    and tagged so (it came back re-sited to left and tagged 0); no tag stays no tag."""
+    rgb = clip_from_arrays(random_rgb(1, 16, 20, seed=6), vs.RGBS)
+    siting = {} if location is None else {"chromaloc": location}
+    yuv = core.resize.Bicubic(rgb, format=vs.YUV420P10, matrix_s="709", range_s="limited",
+                              **siting)
+    yuv = core.std.RemoveFrameProps(yuv, [*PROPS, "_ChromaLocation"])
+    if location is not None:
+        yuv = core.std.SetFrameProps(yuv, _ChromaLocation=location)
+    got = upscale(yuv, model, precision="fp32").get_frame(0)
+    # By hand: to RGB and back with the siting stated explicitly.
+    bare = core.std.RemoveFrameProps(yuv, [*PROPS, "_ChromaLocation"])
+    sited = core.resize.Bicubic(bare, format=vs.RGBS, matrix_in_s="709",
+                                range_in_s="limited", chromaloc_in=location or 0)
+    with torch.inference_mode():
+        result = random_network(SPEC)(torch.from_numpy(frame_array(sited.get_frame(0)))[None])
+    back = core.resize.Bicubic(clip_from_arrays([result.clamp(0, 1).numpy()[0]], vs.RGBS),
+                               format=vs.YUV420P10, matrix_s="709", range_s="limited",
+                               chromaloc=location or 0)
+    _assert_close(got, _planes(back.get_frame(0)))
+    assert got.props.get("_ChromaLocation") == location

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -53,3 +54,27 @@ def test_a_stream_that_starts_progressive_is_still_interlaced(monkeypatch):
     with pytest.raises(JobError, match=r"interlaced \(bottom field first; 4 of 10 frames\)"):
         _decide(0, False, monkeypatch, interlaced_frames=4, bottom_first=True)
     assert _decide(0, True, monkeypatch, interlaced_frames=4) == (True, [])
+
+
+def test_a_batch_deinterlaces_its_interlaced_files_only(monkeypatch, tmp_path):
+    """--deinterlace in a mixed batch deinterlaced the progressive files too."""
+    assert plan._deinterlacing(SimpleNamespace(props={"_FieldBased": 0}),
+                               SimpleNamespace(interlaced_frames=0, num_frames=10,
+                                               bottom_field_first=False),
+                               True, [], progressive_too=False) is None
+    assert _decide(2, True, monkeypatch) == (True, [])  # interlaced: as before
+
+    from media_files import VIDEO, ffmpeg, tiny_model
+
+    from vs_coreml_esrgan.job.batch import Entry, plan_entries
+    from vs_coreml_esrgan.job.plan import JobRequest
+    from vs_coreml_esrgan.job.script import UpscaleOptions
+
+    progressive = tmp_path / "progressive.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.2", "-c:v", "libx264", progressive)
+    template = JobRequest(Path(), Path(), UpscaleOptions(str(tiny_model(tmp_path)), None,
+                                                          None, "torch"), deinterlace=True)
+    planned, known = plan_entries([Entry(progressive, tmp_path / "out.mkv")], template)
+    assert not known
+    assert "Bwdif" not in planned[0].job.script
+    assert not any("progressive" in w for w in planned[0].job.warnings)

@@ -231,3 +231,16 @@ def test_a_busy_farm_is_never_taken_for_an_empty_one(farm):
         seen = [set(_worker_names(client)) for _ in range(300)]
     assert all(names == expected for names in seen), \
         f"{sum(names != expected for names in seen)} of 300 polls missed a worker"
+
+
+@pytest.mark.parametrize("address", ["http://127.0.0.1:9", "inproc://127.0.0.1:9"])
+def test_only_dasks_transports_pass_the_address_check(address, tmp_path):
+    """http:// passed the check, then Dask hung 20 s and printed a TimeoutError traceback
+    from Client.__del__ at exit."""
+    result = subprocess.run([CLI, "upscale", str(tmp_path / "in.mkv"), str(tmp_path / "o.mkv"),
+                             "--cluster", address], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"Dask has no {address.split(':')[0]}:// transport" in result.stderr
+    assert "tcp://" in result.stderr

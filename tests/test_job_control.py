@@ -188,3 +188,85 @@ def test_errors_carry_no_progress_lines():
 def test_concat_list_quotes_apostrophes(tmp_path):
     line = concat_line(tmp_path / "Kiki's Delivery Service.mkv")
     assert line == f"file '{tmp_path}/Kiki'\\''s Delivery Service.mkv'\n"
+
+
+def _manifest(**changes) -> dict:
+    wanted = {"source": "/videos/in.mkv", "source_size": 1000, "source_mtime_ns": 5,
+              "script": "clip = ...", "video": ["-c:v", "ffv1"], "model_sha256": "ab",
+              "segments": [[0, 4], [5, 9]]}
+    return {**wanted, **changes}
+
+
+@pytest.mark.parametrize(("recorded", "says", "options_hint"), [
+    (_manifest(source_mtime_ns=4), "the file changed since (its size or modification "
+                                   "time differs)", False),
+    (_manifest(model_sha256="cd"), "made with other model weights", False),
+    (_manifest(video=["-c:v", "libx264"]), "made with other options", True),
+])
+def test_a_refused_resume_names_its_reason(tmp_path, recorded, says, options_hint):
+    """A source whose modification time changed was refused with "rerun with the same
+    options" (they were the same)."""
+    from vs_coreml_esrgan.job.media import JobError
+    from vs_coreml_esrgan.job.segments import _check_resumable
+
+    (tmp_path / "job.json").write_text(json.dumps(recorded))
+    with pytest.raises(JobError) as refused:
+        _check_resumable(tmp_path, _manifest(), force=False)
+    message = str(refused.value)
+    assert says in message and "--force" in message
+    assert ("same options" in message or "options that made them" in message) \
+        == options_hint
+
+
+def test_segment_counts_read_as_english():
+    from types import SimpleNamespace
+
+    from vs_coreml_esrgan.job.batch import done
+
+    item = SimpleNamespace(job=SimpleNamespace(frames=10), entry=None)
+    assert done(item, 5, 1).detail == "10 frames (5 processed now, 1 segment reused)"
+    assert done(item, 0, 2).detail == "10 frames (0 processed now, 2 segments reused)"
+
+
+def test_print_says_the_warnings_a_run_says(tmp_path):
+    source = tmp_path / "alpha.mov"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.2", "-c:v", "png", "-pix_fmt", "rgba",
+           source)
+    result = job(source, tmp_path / "out.mkv", "--print")
+    assert result.returncode == 0, result.stderr
+    assert "warning: the input has an alpha channel (rgba)" in result.stderr
+    assert "# pipeline" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes in /proc")
+def test_what_a_killed_run_left_is_removed_by_the_next(model, long_source, tmp_path):
+    """SIGKILL (nothing can be cleaned then) left a hidden .NAME.partial.mkv and a
+    temporary directory for good."""
+    out = tmp_path / "out.mkv"
+    work = tmp_path / "tmp"
+    work.mkdir()
+    env = dict(os.environ, TMPDIR=str(work))
+    process = subprocess.Popen([CLI, "upscale", str(long_source), str(out), "--model",
+                                str(model)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=env)
+    partial = tmp_path / ".out.partial.mkv"
+    _wait_for(partial.exists, process)
+    started = children(process.pid)
+    for pid in [process.pid, *started]:  # the run and the processes it started
+        os.kill(pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    for pid in started:
+        while _alive(pid):
+            time.sleep(0.05)
+    left = list(work.iterdir())
+    assert partial.exists() and len(left) == 1 and left[0].is_dir()
+
+    short = tmp_path / "short.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-c:v", "libx264", short)
+    result = job(short, tmp_path / "other.mkv", "--model", model, env=env)
+    assert result.returncode == 0, result.stderr
+    assert list(work.iterdir()) == []  # the orphan went with the next run's own
+    result = job(short, out, "--model", model, env=env)
+    assert result.returncode == 0, result.stderr
+    assert not partial.exists() and out.exists()

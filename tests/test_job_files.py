@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from media_files import (
+    FFMPEG,
     NOISE,
     VIDEO,
     audio_track,
@@ -372,3 +373,219 @@ def test_variable_frame_rate_keeps_each_frames_time(model, tmp_path, suffix, ext
         printed = job(source, tmp_path / "p.mkv", "--model", model, "--print").stdout
         assert f"job.relay {source} 0 {len(times) - 1} \\\n  | " in printed
         assert "-itsoffset 0.300000 -f nut -i -" in printed
+
+
+def test_colons_and_newlines_in_names(model, tmp_path):
+    """A relative "clip:1.mkv" was read as protocol "clip" ("Protocol not found"), a
+    relative output "out:1.mkv" failed once vspipe ran, and a newline in a chunked
+    output's name broke the line-based concat list after every segment was encoded."""
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.4", "-c:v", "libx264",
+           tmp_path / "clip:1.mkv")
+    result = job("clip:1.mkv", "out:1.mkv", "--model", model, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(video_times(tmp_path / "out:1.mkv")) == 4
+    result = job("clip:1.mkv", "two\nlines:2.mkv", "--model", model, "--chunks", "2",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(video_times(tmp_path / "two\nlines:2.mkv")) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip:1.mkv", "out:1.mkv",
+                                                           "two\nlines:2.mkv"]
+
+
+def test_names_that_are_not_utf8(model, tmp_path):
+    """A latin-1 name (old archives, SMB shares) is a valid path: it stopped the job with
+    "'utf-8' codec can't encode character '\\udce9'", and a batch with no summary."""
+    import os
+
+    latin = tmp_path / os.fsdecode(b"caf\xe9.mkv")
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-c:v", "libx264", latin)
+    out = tmp_path / os.fsdecode(b"sortie-\xe9.mkv")
+    result = job(latin, out, "--model", model)
+    assert result.returncode == 0, result.stderr
+    assert len(video_times(out)) == 3
+    plain = tmp_path / "plain.mkv"
+    plain.write_bytes(latin.read_bytes())
+    outdir = tmp_path / "batch"
+    outdir.mkdir()
+    result = job(latin, plain, "-o", outdir, "--model", model)
+    assert result.returncode == 0, result.stderr
+    assert "summary: 2 done" in result.stdout + result.stderr
+    assert len(video_times(outdir / latin.name)) == 3
+    refused = job(latin, tmp_path / "bs.mkv", "--model", model, "--source", "bs")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().count("\n") == 0  # one line, naming the way out
+    assert "takes only UTF-8 file names" in refused.stderr and "--source builtin" in \
+        refused.stderr
+
+
+def _audio_file(directory: Path, codec: str) -> Path:
+    """Half a second of stereo audio in ``codec`` (in Matroska, which holds them all)."""
+    encoder = {"opus": "libopus", "mp3": "libmp3lame", "dts": "dca"}.get(codec, codec)
+    path = directory / f"{codec}.mka"
+    ffmpeg("-f", "lavfi", "-i", f"{NOISE}:duration=0.5", "-ac", "2", "-c:a", encoder,
+           "-strict", "-2", path)
+    return path
+
+
+# What the table lets through and ffmpeg's muxers refuse (ffmpeg 7-9), and what they take.
+_REFUSED = {".mov": ("opus", "flac", "truehd"),
+            ".m4v": ("mp3", "mp2", "eac3", "opus", "flac", "dts", "truehd"),
+            ".mp4": ("truehd",)}
+_TAKEN = {".mov": ("aac", "mp3", "ac3", "alac"), ".m4v": ("aac", "ac3", "alac"),
+          ".mp4": ("aac", "mp3", "opus", "flac", "eac3")}
+
+
+def test_the_muxer_is_asked_before_any_work(tmp_path):
+    from vs_coreml_esrgan.job.media import probe_media, refused_by_muxer
+
+    made = {codec: _audio_file(tmp_path, codec)
+            for codec in {c for cs in (*_REFUSED.values(), *_TAKEN.values()) for c in cs}}
+    for suffix in _REFUSED:
+        for codec in _REFUSED[suffix] + _TAKEN[suffix]:
+            streams = probe_media(made[codec], need_video=False).streams
+            refused = refused_by_muxer(FFMPEG, made[codec], streams, Path(f"out{suffix}"))
+            assert (codec in refused) == (codec in _REFUSED[suffix]), (suffix, codec)
+    # A subtitle track whose first event comes late is not taken for a refusal (the dry
+    # mux reads the first second only).
+    (tmp_path / "late.srt").write_text("1\n00:00:05,000 --> 00:00:05,500\nlate\n")
+    late = tmp_path / "late.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=6", "-i", tmp_path / "late.srt",
+           "-c:v", "libx264", "-c:s", "srt", late)
+    streams = probe_media(late).streams
+    assert refused_by_muxer(FFMPEG, late, streams, Path("out.mp4")) == frozenset()
+
+
+def test_audio_the_muxer_refuses_is_dropped_before_the_segments(model, tmp_path):
+    """.mov with Opus beside AAC, chunked: every segment was encoded, then the join
+    failed ("opus only supported in MP4"). Now the Opus track is dropped, with a warning,
+    and the rest is kept."""
+    source = tmp_path / "two-tracks.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.6", "-f", "lavfi", "-i",
+           f"{NOISE}:duration=0.6", "-map", "0:v", "-map", "1:a", "-map", "1:a",
+           "-c:v", "libx264", "-c:a:0", "aac", "-c:a:1", "libopus", source)
+    out = tmp_path / "out.mov"
+    result = job(source, out, "--model", model, "--chunks", "2")
+    assert result.returncode == 0, result.stderr
+    assert "audio stream 2 (opus) cannot go into .mov; dropped" in result.stderr
+    assert [(s["type"], s["codec"]) for s in stream_facts(out)] == [("video", "h264"),
+                                                                    ("audio", "aac")]
+    assert len(video_times(out)) == 6
+
+
+def test_colour_tags_do_not_depend_on_the_source_filter(model, tmp_path):
+    """The bundled sample tags only its matrix (BT.709) and carries an sRGB ICC profile:
+    bestsource read primaries and transfer from the profile, the built-in source could
+    not, so Linux and a Mac tagged the same command differently. One rule: the stream's
+    and container's tags, and the SD convention (SMPTE 170M) for what they leave out."""
+    sample = Path(__file__).resolve().parents[1] / "samples" / "sample.mp4"
+    tags = []
+    for source in ("builtin", "auto"):
+        out = tmp_path / f"{source}.mkv"
+        result = job(sample, out, "--model", model, "--encoder", "ffv1", "--end", "1",
+                     "--source", source)
+        assert result.returncode == 0, result.stderr
+        video = stream_facts(out)[0]
+        tags.append((video["colorspace"], video["primaries"], video["transfer"]))
+    assert tags == [(1, 6, 6), (1, 6, 6)]
+
+
+_SRT = "1\n00:00:00,000 --> 00:00:00,300\nearly\n\n2\n00:00:00,600 --> 00:00:00,800\nlater\n"
+_ASS = """[Script Info]
+ScriptType: v4.00+
+
+[V4+ Styles]
+Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, \
+BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, \
+BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding
+Style: Default,Arial,20,&H00FFFFFF,&H000000FF,&H00000000,&H00000000,0,0,0,0,100,100,0,0,\
+1,1,0,2,10,10,10,1
+
+[Events]
+Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
+Dialogue: 0,0:00:00.00,0:00:00.50,Default,,0,0,0,,ass early
+Dialogue: 0,0:00:00.70,0:00:00.90,Default,,0,0,0,,ass later
+"""
+
+
+def _subtitle_events(path: Path) -> list[tuple[int, float, float, str]]:
+    """(track, start s, duration s, last word) of every subtitle packet, in file order."""
+    import av
+
+    with av.open(str(path)) as container:
+        tracks = [s for s in container.streams if s.type == "subtitle"]
+        numbers = {s.index: k for k, s in enumerate(tracks)}
+        return sorted((numbers[p.stream.index], round(float(p.pts * p.time_base), 3),
+                       round(float(p.duration * p.time_base), 3),
+                       bytes(p).decode().split()[-1]) for p in container.demux(tracks)
+                      if p.size)
+
+
+def test_frame_range_keeps_subtitles_on_screen_at_its_start(model, tmp_path):
+    """--start 0.2 s: the SRT event 0-0.3 s and the ASS event 0-0.5 s were dropped (the
+    ASS track left empty); they are kept, cut to the range, with the audio in sync."""
+    (tmp_path / "a.srt").write_text(_SRT)
+    (tmp_path / "b.ass").write_text(_ASS)
+    source = _audio_led(tmp_path, ".mkv")  # video from 0.5 s: events are on its timeline
+    with_subs = tmp_path / "subs.mkv"
+    ffmpeg("-i", source, "-itsoffset", "0.5", "-i", tmp_path / "a.srt", "-itsoffset", "0.5",
+           "-i", tmp_path / "b.ass", "-map", "0", "-map", "1", "-map", "2", "-c", "copy",
+           "-disposition:s:0", "0", "-disposition:s:1", "default+forced", with_subs)
+    out = tmp_path / "range.mkv"
+    result = job(with_subs, out, "--model", model, "--encoder", "ffv1", "--start", "2",
+                 "--end", "7")  # 0.2 s to 0.8 s of the video
+    assert result.returncode == 0, result.stderr
+    assert _subtitle_events(out) == [(0, 0.0, 0.1, "early"), (0, 0.4, 0.2, "later"),
+                                     (1, 0.0, 0.3, "early"), (1, 0.5, 0.1, "later")]
+    assert [d for kind, d in _dispositions(out) if kind == "subtitle"] == [False, True]
+    reference = audio_track(with_subs)
+    assert av_offset(out, reference) == pytest.approx(av_offset(with_subs, reference, 2),
+                                                      abs=0.002)
+
+
+def _dispositions(path: Path) -> list[tuple[str, bool]]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [(s.type, bool(s.disposition & av.stream.Disposition.default))
+                for s in container.streams]
+
+
+@pytest.mark.parametrize(("suffix", "extra"), [(".mp4", ("--chunks", "2")), (".mkv", ())])
+def test_stream_flags_are_kept(model, tmp_path, suffix, extra):
+    """No audio or subtitle track marked default in the source: .mp4 marked the first of
+    each default (players then showed the subtitles the source had off), and the video
+    lost its default flag."""
+    (tmp_path / "a.srt").write_text(_SRT)
+    source = tmp_path / "flags.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.6", "-f", "lavfi", "-i",
+           f"{NOISE}:duration=0.6", "-i", tmp_path / "a.srt", "-map", "0", "-map", "1",
+           "-map", "2", "-c:v", "libx264", "-c:a", "aac", "-c:s", "srt",
+           "-disposition:v:0", "default", "-disposition:a:0", "0", "-disposition:s:0", "0",
+           source)
+    assert _dispositions(source) == [("video", True), ("audio", False), ("subtitle", False)]
+    out = tmp_path / f"out{suffix}"
+    result = job(source, out, "--model", model, *extra)
+    assert result.returncode == 0, result.stderr
+    # MP4 has no "default" for audio: a track is enabled (played) or not, and players
+    # play one with no default anyway, so the first audio stays enabled there.
+    assert _dispositions(out) == [("video", True), ("audio", suffix == ".mp4"),
+                                  ("subtitle", False)]
+
+
+def test_streams_not_carried_are_named(model, tmp_path):
+    """Cover art and a second video were dropped without a word."""
+    source = tmp_path / "extras.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-f", "lavfi", "-i",
+           "testsrc=size=32x24:rate=10:duration=0.3", "-map", "0", "-map", "1",
+           "-c:v", "libx264", source)
+    result = job(source, tmp_path / "out.mkv", "--model", model)
+    assert result.returncode == 0, result.stderr
+    assert "video stream 1 (h264) is not carried: only the first video is upscaled" in \
+        result.stderr
+    cover = tmp_path / "cover.mp4"
+    ffmpeg("-f", "lavfi", "-i", f"{VIDEO}:duration=0.3", "-f", "lavfi", "-i",
+           "color=red:size=32x32:duration=0.1", "-map", "0", "-map", "1", "-c:v:0",
+           "libx264", "-c:v:1", "png", "-disposition:v:1", "attached_pic", cover)
+    result = job(cover, tmp_path / "cover-out.mkv", "--model", model)
+    assert result.returncode == 0, result.stderr
+    assert "the cover art (stream 1, png) is not carried" in result.stderr

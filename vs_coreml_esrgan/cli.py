@@ -206,6 +206,10 @@ BROKEN_PIPE_STATUS = 141
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A file name that is not UTF-8 reaches stdout as surrogates: shown escaped, like
+    # stderr does, instead of failing after the work is done.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         status = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush

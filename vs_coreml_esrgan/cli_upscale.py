@@ -139,6 +139,8 @@ def _single(args: argparse.Namespace, cluster: str | None) -> int:
                 raise JobError(workers.refusal(source))
             job = plan_job(_request(args, source, output))
             if args.print:
+                for message in job.warnings:  # what the run would say, said now
+                    _warn(message)
                 print(describe(job), end="")
                 return 0
             heat = HeatLog.for_this_machine()
@@ -157,7 +159,7 @@ def _single(args: argparse.Namespace, cluster: str | None) -> int:
               file=sys.stderr)
         return 128 + stop.signum
     print(f"{output}: {job.frames} frames ({processed} processed now"
-          + (f", {reused} segments reused" if reused else "") + ")")
+          + (f", {reused} segment{'s' * (reused != 1)} reused" if reused else "") + ")")
     if heat is not None and client is None:
         print(heat.summary())
     return 0
@@ -242,6 +244,8 @@ def _batch(args: argparse.Namespace, cluster: str | None) -> int:
             report.outcomes += known
             if args.print:
                 for item in planned:
+                    for message in item.job.warnings:
+                        _warn(f"{item.entry.source.name}: {message}")
                     print(f"# {item.entry.source} -> {item.entry.output}\n"
                           f"{describe(item.job)}")
                 print(batch.summary(known), end="", file=sys.stderr)

@@ -13,15 +13,19 @@ removed before ``resize`` sees them, so the values chosen here are the ones used
   VapourSynth's log once per filter and value;
 - ``_Range`` 0 limited, 1 full, else the older ``_ColorRange`` (0 full, 1 limited), else
   limited; other values: limited, with a warning. Float YUV and GRAY are always full range.
+- ``_ChromaLocation`` 0-5 (left, centre, top-left, top, bottom-left, bottom): where the
+  chroma samples sit, used both ways so subsampled chroma keeps its siting; absent: left
+  (``resize``'s default); other values: left, with a warning.
 
-The output frame carries the ``_Matrix`` and ``_Range`` that were used.
+The output frame carries the ``_Matrix`` and ``_Range`` that were used, and the input's
+``_ChromaLocation`` (absent where the input had none).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import vapoursynth as vs
 
@@ -29,7 +33,8 @@ _MATRIX_NAMES = {1: "709", 4: "fcc", 5: "470bg", 6: "170m", 7: "240m", 8: "ycgco
                  9: "2020ncl"}
 _NEEDS_MORE = {10: "BT.2020 constant luminance", 12: "chromaticity-derived non-constant "
                "luminance", 13: "chromaticity-derived constant luminance", 14: "ICtCp"}
-_SIGNAL_PROPS = ["_Matrix", "_Range", "_ColorRange"]
+_SIGNAL_PROPS = ["_Matrix", "_Range", "_ColorRange", "_ChromaLocation"]
+_CHROMA_LOCATIONS = range(6)  # H.273's chroma sample location types 0-5
 _DEFAULT_MATRIX = "709"
 
 Warn = Callable[[str], None]
@@ -45,6 +50,7 @@ class YuvSignal:
 
     matrix: str
     range: str  # "limited" or "full"
+    chromaloc: int | None = None  # _ChromaLocation; None: the frame has none (left)
 
 
 def signal_of(props: vs.FrameProps, *, family: vs.ColorFamily = vs.YUV, n: int = 0,
@@ -56,7 +62,19 @@ def signal_of(props: vs.FrameProps, *, family: vs.ColorFamily = vs.YUV, n: int =
     """
     matrix = _matrix_of(props.get("_Matrix"), family, n, warn)
     full = _full_range(props, n, warn)
-    return YuvSignal(matrix=matrix, range="full" if full else "limited")
+    return YuvSignal(matrix=matrix, range="full" if full else "limited",
+                     chromaloc=_chroma_location(props, n, warn))
+
+
+def _chroma_location(props: vs.FrameProps, n: int, warn: Warn | None) -> int | None:
+    if "_ChromaLocation" not in props:
+        return None
+    value = props["_ChromaLocation"]
+    if isinstance(value, int) and not isinstance(value, bool) and value in _CHROMA_LOCATIONS:
+        return int(value)
+    if warn is not None:
+        warn(f"frame {n}: _ChromaLocation {value!r} is not 0-5; treated as left (0)")
+    return 0
 
 
 def _matrix_of(value: object, family: vs.ColorFamily, n: int, warn: Warn | None) -> str:
@@ -121,7 +139,8 @@ def to_rgb(clip: vs.VideoNode, name: str = "upscale"
             gray = core.resize.Point(plain, format=vs.GRAYS, range_in_s=signal.range)
             return core.std.ShufflePlanes([gray] * 3, planes=[0, 0, 0], colorfamily=vs.RGB)
         return core.resize.Bicubic(plain, format=vs.RGBS, matrix_in_s=signal.matrix,
-                                   range_in_s=signal.range)
+                                   range_in_s=signal.range,
+                                   chromaloc_in=signal.chromaloc or 0)
 
     rgb = signals.follow(core.std.BlankClip(clip, format=vs.RGBS, keep=True), forward)
 
@@ -129,8 +148,16 @@ def to_rgb(clip: vs.VideoNode, name: str = "upscale"
         bare = core.std.RemoveFrameProps(upscaled, _SIGNAL_PROPS)
 
         def back(signal: YuvSignal) -> vs.VideoNode:
-            return core.resize.Bicubic(bare, format=fmt.id, matrix_s=signal.matrix,
-                                       range_s=signal.range)
+            if fmt.color_family == vs.GRAY:
+                converted = core.resize.Bicubic(bare, format=fmt.id, matrix_s=signal.matrix,
+                                                range_s=signal.range)
+            else:
+                converted = core.resize.Bicubic(bare, format=fmt.id, matrix_s=signal.matrix,
+                                                range_s=signal.range,
+                                                chromaloc=signal.chromaloc or 0)
+            if signal.chromaloc is None:  # resize tags its default; the input had none
+                return core.std.RemoveFrameProps(converted, "_ChromaLocation")
+            return core.std.SetFrameProps(converted, _ChromaLocation=signal.chromaloc)
 
         return signals.follow(core.std.BlankClip(upscaled, format=fmt.id, keep=True), back)
 
@@ -152,7 +179,7 @@ class _FrameSignals:
     def of(self, n: int, props: vs.FrameProps) -> YuvSignal:
         signal = signal_of(props, family=self._family, n=n, warn=self._warn)
         if self._float:  # float YUV / GRAY is full range by definition
-            signal = YuvSignal(matrix=signal.matrix, range="full")
+            signal = replace(signal, range="full")
         return signal
 
     def follow(self, template: vs.VideoNode, build: Callable[[YuvSignal], vs.VideoNode]

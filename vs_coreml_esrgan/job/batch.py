@@ -112,7 +112,8 @@ def plan_entries(entries: Iterable[Entry], template: JobRequest
                  ) -> tuple[list[Planned], list[Outcome]]:
     """Plan every file up front (all the checks a single job makes). Returns the jobs to
     run and the outcomes known already: outputs that exist (skipped unless
-    ``template.force``) and files that cannot run (failed, with the reason)."""
+    ``template.force``) and files that cannot run (failed, with the reason).
+    ``template.deinterlace`` deinterlaces the interlaced files only."""
     planned, known = [], []
     for entry in entries:
         if entry.output.exists() and not template.force:
@@ -120,7 +121,8 @@ def plan_entries(entries: Iterable[Entry], template: JobRequest
                                                    "replaces it)"))
             continue
         try:
-            job = plan_job(replace(template, source=entry.source, output=entry.output))
+            job = plan_job(replace(template, source=entry.source, output=entry.output,
+                                   deinterlace_progressive=False))
         except JobError as exc:
             known.append(Outcome(entry, "failed", str(exc)))
             continue
@@ -171,7 +173,7 @@ def run_local(planned: list[Planned], bar, warn: Warn, report: Report, heat=None
 
 def done(item: Planned, processed: int, reused: int) -> Outcome:
     text = (f"{item.job.frames} frames ({processed} processed now"
-            + (f", {reused} segments reused" if reused else "") + ")")
+            + (f", {reused} segment{'s' * (reused != 1)} reused" if reused else "") + ")")
     return Outcome(item.entry, "done", text, processed, reused)
 
 

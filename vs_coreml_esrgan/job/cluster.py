@@ -39,21 +39,31 @@ WORKER_WAIT_SECONDS = 10
 POLL_SECONDS = 2
 
 
-_ADDRESS = re.compile(r"(?:[a-z]+://)?(?:\[[0-9a-fA-F:.]+\]|[\w.-]+):\d{1,5}")
+_ADDRESS = re.compile(r"(?:(?P<scheme>[a-z]+)://)?(?:\[[0-9a-fA-F:.]+\]|[\w.-]+):\d{1,5}")
 
 
 def connect(address: str):
     """A Dask client of the scheduler at ``address`` (``tcp://HOST:PORT``), with at least
     one worker. Raises JobError. Meant to be called before planning a long batch, so a
     mistyped address costs nothing."""
-    if not _ADDRESS.fullmatch(address):
-        raise JobError(f"--cluster takes the scheduler's address as `dask scheduler` prints "
-                       f"it, tcp://HOST:PORT (e.g. tcp://192.168.1.20:8786); got {address!r}")
+    usage = ("--cluster takes the scheduler's address as `dask scheduler` prints it, "
+             "tcp://HOST:PORT (e.g. tcp://192.168.1.20:8786)")
+    match = _ADDRESS.fullmatch(address)
+    if not match:
+        raise JobError(f"{usage}; got {address!r}")
     try:
         from distributed import Client
+        from distributed.comm.registry import backends
     except ImportError:
         raise JobError("--cluster needs Dask: pip install 'vs-coreml-esrgan[cluster]' "
                        "(on this machine and on every worker)") from None
+    scheme = match.group("scheme")
+    # Dask's own transports (tcp, tls, ...; inproc is within one process): another
+    # scheme (http://) made Dask hang 20 s and print a traceback at exit.
+    if scheme is not None and (scheme not in backends or scheme == "inproc"):
+        known = ", ".join(f"{name}://" for name in sorted(backends) if name != "inproc")
+        raise JobError(f"{usage}; Dask has no {scheme}:// transport (it has {known}); got "
+                       f"{address!r}")
     try:
         client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:

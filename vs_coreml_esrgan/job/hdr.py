@@ -95,10 +95,11 @@ def parse_side_data(mastering: bytes | None, light: bytes | None) -> HdrMetadata
 
 def read_hdr_metadata(path: Path) -> HdrMetadata | None:
     """The static HDR metadata on the first decoded frame of ``path``'s video, if any."""
-    import av
     from av.sidedata.sidedata import Type
 
-    with av.open(str(path)) as container:
+    from .video_index import open_media
+
+    with open_media(path) as container:
         for frame in container.decode(container.streams.video[0]):
             found = {kind: bytes(memoryview(frame.side_data[kind]))
                      for kind in (Type.MASTERING_DISPLAY_METADATA, Type.CONTENT_LIGHT_LEVEL)

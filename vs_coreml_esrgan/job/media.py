@@ -34,6 +34,15 @@ class Stream:
     kind: str  # "video", "audio", "subtitle", "attachment", "data"
     codec: str
     metadata: dict[str, str] = field(default_factory=dict)
+    disposition: int = 0  # libavformat's AV_DISPOSITION_* bits (1: default, 1024: cover)
+
+    @property
+    def default(self) -> bool:
+        return bool(self.disposition & 1)
+
+    @property
+    def cover(self) -> bool:
+        return bool(self.disposition & 1024)  # AV_DISPOSITION_ATTACHED_PIC
 
 
 @dataclass(frozen=True)
@@ -55,8 +64,8 @@ def probe_media(source: Path, *, need_video: bool = True) -> MediaInfo:
     media (or has no video stream, unless ``need_video`` is False)."""
     try:
         with open_media(source) as container:
-            streams = [Stream(s.index, s.type, _codec_name(s), dict(s.metadata))
-                       for s in container.streams]
+            streams = [Stream(s.index, s.type, _codec_name(s), dict(s.metadata),
+                              int(s.disposition)) for s in container.streams]
             start = Fraction(container.start_time or 0, 1_000_000)
             try:
                 video = video_stream(container).index
@@ -109,11 +118,22 @@ CONTAINERS = {
 }
 
 
-def stream_maps(streams: list[Stream], output: Path, input_index: int = 1
-                ) -> tuple[list[str], list[str]]:
+def not_carried(stream: Stream) -> str:
+    """The warning for a video stream the output does not get (only the first video is
+    upscaled; cover art is not carried)."""
+    if stream.cover:
+        return (f"the cover art (stream {stream.index}, {stream.codec}) is not carried into "
+                "the output; dropped")
+    return (f"video stream {stream.index} ({stream.codec}) is not carried: only the first "
+            "video is upscaled; dropped")
+
+
+def stream_maps(streams: list[Stream], output: Path, input_index: int = 1,
+                refused: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
     """(ffmpeg options, warnings) carrying the input's audio, subtitles, attachments,
     chapters, metadata and per-stream tags into ``output``; streams its container cannot
-    hold are dropped with a warning (or, in .webm, audio is encoded to Opus)."""
+    hold are dropped with a warning (or, in .webm, audio is encoded to Opus). ``refused``:
+    codecs the container's muxer refused (see :func:`refused_by_muxer`), dropped too."""
     container = CONTAINERS[output.suffix.lower()]
     args: list[str] = ["-map_metadata", str(input_index), "-map_chapters", str(input_index)]
     warnings = []
@@ -124,7 +144,7 @@ def stream_maps(streams: list[Stream], output: Path, input_index: int = 1
             continue  # the video comes from the pipe; data streams are not carried
         allowed = {"audio": container.audio, "subtitle": container.subtitles,
                    "attachment": None if container.attachments else frozenset()}[stream.kind]
-        fits = allowed is None or stream.codec in allowed
+        fits = (allowed is None or stream.codec in allowed) and stream.codec not in refused
         if stream.kind == "audio" and not fits and container.audio_fallback:
             codecs += [f"-c:{out_index}", container.audio_fallback]
             warnings.append(f"audio stream {stream.index} ({stream.codec}) is encoded to "
@@ -140,3 +160,33 @@ def stream_maps(streams: list[Stream], output: Path, input_index: int = 1
         args += ["-map", f"{input_index}:{stream.index}"]  # its tags come along
         out_index += 1
     return args + codecs, warnings
+
+
+def refused_by_muxer(ffmpeg: str, source: Path, streams: list[Stream], output: Path
+                     ) -> frozenset[str]:
+    """The codecs among the streams :func:`stream_maps` carries into ``output`` that
+    ffmpeg's muxer for its suffix refuses (mov takes no Opus or FLAC, the ipod muxer of
+    .m4v no MP3 or E-AC-3, ...): each codec is muxed for an instant into a scratch file,
+    so they are known before any work, not at the end."""
+    import subprocess
+    import tempfile
+
+    refused: set[str] = set()
+    tried: set[tuple[str, str]] = set()
+    with tempfile.TemporaryDirectory(prefix="vs-coreml-esrgan-") as work:
+        scratch = Path(work) / f"probe{output.suffix.lower()}"
+        for stream in streams:
+            args, _ = stream_maps([stream], output)
+            if (stream.kind, stream.codec) in tried or "-c:1" not in args:
+                continue  # already known, or not carried at all
+            tried.add((stream.kind, stream.codec))
+            codec = args[args.index("-c:1") + 1]
+            # the input's first second at most: the muxer refuses at its header, and a
+            # track whose first packet comes late must not make it read the whole file
+            result = subprocess.run(
+                [ffmpeg, "-v", "error", "-nostdin", "-y", "-t", "1", "-i", str(source),
+                 "-map", f"0:{stream.index}", "-c:0", codec, "-t", "0.1", str(scratch)],
+                capture_output=True)
+            if result.returncode != 0:
+                refused.add(stream.codec)
+    return frozenset(refused)

@@ -13,7 +13,17 @@ from pathlib import Path
 from .encoder_check import check_available, check_options, encoder_named, trial_encode
 from .encoders import ENCODERS, Encoder, default_encoder, hdr_capable
 from .hdr import read_hdr_metadata
-from .media import CONTAINERS, JobError, MediaInfo, find_ffmpeg, probe_media, stream_maps
+from .media import (
+    CONTAINERS,
+    JobError,
+    MediaInfo,
+    find_ffmpeg,
+    not_carried,
+    probe_media,
+    refused_by_muxer,
+    stream_maps,
+)
+from .picture import able_source, fitting_format, one_reading
 from .probe import SourceInfo, check_upscale, choose_source, probe_source
 from .script import (
     OutputFormat,
@@ -23,6 +33,7 @@ from .script import (
     source_layout,
 )
 from .signal import HDR_TRANSFERS, output_signal
+from .source import delivered_format
 from .video_index import SourceError, VideoIndex, build_index
 
 
@@ -43,6 +54,9 @@ class JobRequest:
     source_filter: str = "auto"
     deinterlace: bool = False
     background: bool = False  # run at background priority (see priority.py)
+    # with deinterlace: also a file flagged progressive (one file: its flags may be wrong);
+    # False in a batch, which deinterlaces each of its interlaced files only
+    deinterlace_progressive: bool = True
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,7 @@ class Job:
     output_format: OutputFormat
     model_digest: str
     warnings: list[str] = field(default_factory=list)
+    refused_codecs: frozenset[str] = frozenset()  # the output's muxer refuses them
 
     @property
     def encoder(self) -> Encoder:
@@ -99,6 +114,10 @@ def plan_job(request: JobRequest) -> Job:
     """Check everything a job needs before any work starts. Raises JobError."""
     source, output = request.source, request.output
     _check_paths(source, output, request.force)
+    # Absolute from here on: ffmpeg and PyAV read "clip:1.mkv" as protocol "clip" (a path
+    # with a slash before its first colon is always a file).
+    source, output = source.absolute(), output.absolute()
+    request = replace(request, source=source, output=output)
     request = replace(request, encoder=request.encoder or default_encoder(output.suffix))
     encoder = encoder_named(request.encoder)
     quality = check_options(encoder, output.suffix, request.bits, request.crf,
@@ -117,9 +136,11 @@ def plan_job(request: JobRequest) -> Job:
         index = build_index(source)
     except SourceError as exc:
         raise JobError(str(exc)) from None
-    namespace = choose_source(request.source_filter)
-    info = probe_source(namespace, source.resolve(), index)
-    digest, output_size = check_upscale(upscale, info)
+    namespace = able_source(choose_source(request.source_filter), index,
+                             request.source_filter, source)
+    info = one_reading(probe_source(namespace, source.resolve(), index), index)
+    digest, scale = check_upscale(upscale, info)
+    output_size = (info.width * scale, info.height * scale)
     first = request.start or 0
     last = info.num_frames - 1 if request.end is None else request.end
     if not 0 <= first <= last < info.num_frames:
@@ -133,7 +154,8 @@ def plan_job(request: JobRequest) -> Job:
             # frame times (variable rate) and cuts (ranges) are read from PyAV's index
             raise JobError(f"{counts}, so frame times would be wrong; use --source builtin")
         warnings.append(f"{counts}: timestamps may be off; try --source builtin")
-    top_field_first = _deinterlacing(info, index, request.deinterlace, warnings)
+    top_field_first = _deinterlacing(info, index, request.deinterlace, warnings,
+                                     request.deinterlace_progressive)
     if _has_alpha(index.pix_fmt):
         warnings.append(f"the input has an alpha channel ({index.pix_fmt}): the output "
                         "keeps the colour only (the model upscales colour; no alpha is "
@@ -147,7 +169,11 @@ def plan_job(request: JobRequest) -> Job:
                            "output would band and lose it; use --bit-depth 10 with one of "
                            f"{', '.join(hdr_capable())}")
         depth = max(depth, 10)
-    fmt = choose_format(encoder, source_layout(info.format_name), depth, request.bits)
+    # the stream's own layout: the built-in source delivers a turned or odd-sized 4:2:0
+    # picture as 4:4:4, and the output is 4:2:0 again where its size allows
+    layout = source_layout(delivered_format(index.pix_fmt)[1])
+    fmt = fitting_format(choose_format(encoder, layout, depth, request.bits), encoder,
+                          request.encoder, info.width * scale, info.height * scale, warnings)
     untagged = not rgb and info.props.get("_Matrix", 2) not in (1, 4, 5, 6, 7, 8, 9, 10, 14)
     script = render_script(source.resolve(), namespace, upscale, fmt, signal,
                            set_matrix=untagged, rgb_source=rgb,
@@ -160,13 +186,18 @@ def plan_job(request: JobRequest) -> Job:
     for key, value in media.video_stream.metadata.items():
         if key.lower() in ("language", "title", "handler_name"):
             video += ["-metadata:s:v:0", f"{key.lower()}={value}"]
-    _, stream_warnings = stream_maps(media.streams, output)
+    # the pipe's video has no flags: the source video's default flag, as it was
+    video += ["-disposition:v:0", "default" if media.video_stream.default else "0"]
+    warnings += [not_carried(stream) for stream in media.streams
+                 if stream.kind == "video" and stream.index != media.video]
+    refused = refused_by_muxer(ffmpeg, source, media.streams, output)
+    _, stream_warnings = stream_maps(media.streams, output, refused=refused)
     filters = (f"setsar={info.sar},{signal.setparams()}"
                f"{encoder.upload_filter(fmt.layout, fmt.bits)}")
     if encoder.hardware:  # listed is not enough: the device must be there and take the size
         trial_encode(ffmpeg, encoder, ["-vf", filters, *video], output_size, fmt.pix_fmt)
     return Job(request, ffmpeg, vspipe, info, media, index, script, first, last,
-               filters, video, fmt, digest, warnings + stream_warnings)
+               filters, video, fmt, digest, warnings + stream_warnings, refused)
 
 
 def _hdr_args(source: Path, encoder: Encoder, warnings: list[str]) -> list[str]:
@@ -238,17 +269,18 @@ def _has_alpha(pix_fmt: str) -> bool:
         return False
 
 
-def _deinterlacing(info: SourceInfo, index: VideoIndex, asked: bool, warnings: list[str]
-                   ) -> bool | None:
+def _deinterlacing(info: SourceInfo, index: VideoIndex, asked: bool, warnings: list[str],
+                   progressive_too: bool = True) -> bool | None:
     """None: no deinterlacing; else whether the top field comes first. Interlaced means
     the first frame says so (``_FieldBased``) or the decoder marked any frame interlaced
     (streams that start progressive). Raises JobError for interlaced input without
-    ``--deinterlace``, and for ``--deinterlace`` without bwdif."""
+    ``--deinterlace``, and for ``--deinterlace`` without bwdif. ``progressive_too``:
+    whether ``asked`` covers a progressive input too (with a warning)."""
     field_based = info.props.get("_FieldBased", 0)
     if field_based not in (1, 2) and index.interlaced_frames:
         field_based = 1 if index.bottom_field_first else 2
     interlaced = field_based in (1, 2)
-    if not interlaced and not asked:
+    if not interlaced and (not asked or not progressive_too):
         return None
     have_bwdif = _has_bwdif()
     if interlaced and not asked:

@@ -104,10 +104,10 @@ def _indexed(path: Path, index: VideoIndex):
         return source(path, index=saved)
 
 
-def check_upscale(options: UpscaleOptions, info: SourceInfo) -> tuple[str, tuple[int, int]]:
+def check_upscale(options: UpscaleOptions, info: SourceInfo) -> tuple[str, int]:
     """Create the filter on a blank clip shaped like the source, so a bad model, tile,
     overlap or backend is reported before any process starts. Returns the model's
-    content digest (for resumable segments) and the output's width and height."""
+    content digest (for resumable segments) and its scale."""
     import vapoursynth as vs
 
     from ..catalogue import DEFAULT_MODEL, is_model_name, resolve_model
@@ -123,14 +123,14 @@ def check_upscale(options: UpscaleOptions, info: SourceInfo) -> tuple[str, tuple
         path = resolve_model(model).path if is_model_name(model) else Path(model)
         blank = vs.core.std.BlankClip(width=info.width, height=info.height, length=1,
                                       format=info.format_id)
-        clip = upscale(blank, str(path), tile=options.tile, overlap=options.overlap,
-                       backend=options.backend, precision=options.precision or "auto")
-        size = (clip.width, clip.height)
+        upscaled = upscale(blank, str(path), tile=options.tile, overlap=options.overlap,
+                           backend=options.backend, precision=options.precision or "auto")
+        scale = upscaled.width // info.width
         if path.is_dir():
             from ..coreml.package import package_digest
 
-            return package_digest(path), size
-        return model_sha256(path), size
+            return package_digest(path), scale
+        return model_sha256(path), scale
     except (vs.Error, ModelError, OSError) as exc:
         message = str(exc).removeprefix("upscale: ")
         raise JobError(f"the model cannot run: {message}") from None

@@ -7,16 +7,24 @@ import contextlib
 import os
 import shlex
 import signal
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
-from .companion import Companion, carried_streams, companion, cut_command, encode_args, partial_path
+from .companion import (
+    Companion,
+    carried_streams,
+    companion,
+    cut_command,
+    encode_args,
+    partial_path,
+    settle_flags,
+)
 from .pipe import pipe, pipe_input, vspipe_command
 from .plan import Job
 from .relay import command as relay_command
+from .scratch import job_scratch
 from .segments import run_chunked
 
 Warn = Callable[[str], None]
@@ -59,13 +67,16 @@ def describe(job: Job, script_path: str = "upscale.vpy") -> str:
         comp = Companion(Path("streams.mkv"), [replace(s, index=i)
                                                for i, s in enumerate(ordered)], Fraction(0))
         cut = f"{shlex.join(cut_command(job, comp.path))}\n"
+        if any(s.kind == "subtitle" for s in ordered):
+            cut = (f"{shlex.join(cut_command(job, Path('cut.mkv'), ('a', 't')))}\n# the "
+                   "subtitles: cut in-process (events on screen at the start kept, "
+                   "shortened), then joined with cut.mkv into streams.mkv\n")
     else:
         comp, cut = Companion(job.request.source, job.media.streams, job.video_start()), ""
     vspipe = vspipe_command(job, script_path, job.first, job.last, None, False)
     ffmpeg = [job.ffmpeg, "-hide_banner", "-nostdin", *pipe_input(job, comp.video_offset),
-              *comp.input(),
-              "-map", "0:v", *comp.maps(out), *encode_args(job, comp.video_offset),
-              str(out)]
+              *comp.input(), "-map", "0:v", *comp.maps(out, job.refused_codecs),
+              *encode_args(job, comp.video_offset), str(out)]
     stages = [vspipe, ffmpeg]
     note = ""
     if job.variable_rate:
@@ -90,7 +101,9 @@ def run_job(job: Job, *, warn: Warn, show_progress: bool = True, bar=None, heat=
         warn(message)
     if job.request.force and job.request.output.exists():
         warn(f"{job.request.output} will be replaced when the job succeeds")
-    with tempfile.TemporaryDirectory(prefix="vs-coreml-esrgan-") as work:
+    # What a killed run left is removed: scratch directories, this output's partial file.
+    partial_path(job.request.output).unlink(missing_ok=True)
+    with job_scratch() as work:
         script = Path(work) / "upscale.vpy"
         script.write_text(job.script)
         job.index.save(Path(work) / "index.json")
@@ -113,11 +126,12 @@ def _run_straight(job: Job, script: Path, bar) -> int:
     output = job.request.output
     partial = partial_path(output)
     comp = companion(job, script.parent)
-    tail = [*comp.input(), "-map", "0:v", *comp.maps(output),
+    tail = [*comp.input(), "-map", "0:v", *comp.maps(output, job.refused_codecs),
             *encode_args(job, comp.video_offset), str(partial)]
     try:
         frames = pipe(job, script, job.first, job.last, tail, bar,
                       max(comp.video_offset, Fraction(0)))
+        settle_flags(job, partial)
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)

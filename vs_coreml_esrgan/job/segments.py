@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from .companion import Companion, companion, partial_path
+from .companion import Companion, companion, partial_path, settle_flags
 from .media import JobError
 from .pipe import pipe, seconds
 from .plan import Job
@@ -63,13 +63,26 @@ def _check_resumable(parts: Path, wanted: dict, force: bool) -> None:
     if force:
         shutil.rmtree(parts)
         return
-    if recorded and recorded.get("model_sha256") != wanted["model_sha256"] and \
-            {k: v for k, v in recorded.items() if k != "model_sha256"} == \
-            {k: v for k, v in wanted.items() if k != "model_sha256"}:
-        raise JobError(f"{parts} holds segments made with other model weights (the model "
-                       "file changed since); pass --force to start over with this model")
-    raise JobError(f"{parts} holds segments of a different job; rerun with the same "
-                   "options, or pass --force to start over")
+    differing = {k for k in wanted.keys() | recorded.keys()
+                 if recorded.get(k) != wanted.get(k)}
+    reasons = [why for keys, why in _CHANGES if differing & keys] if recorded else []
+    if not reasons:
+        raise JobError(f"{parts} holds segments of a different job; rerun with the same "
+                       "options, or pass --force to start over")
+    raise JobError(f"{parts} holds segments {' and '.join(reasons)}; pass --force to start "
+                   "over" + (", or rerun with the options that made them"
+                             if differing & _OPTIONS else ""))
+
+
+_OPTIONS = {"script", "video", "segments"}
+# What a manifest entry that differs means, for the message.
+_CHANGES = (({"source", "source_size", "source_mtime_ns"},
+             "of the source as it was: the file changed since (its size or modification "
+             "time differs)"),
+            ({"model_sha256"}, "made with other model weights (the model file changed "
+                               "since)"),
+            (_OPTIONS, "made with other options (model, tile, encoder, quality or frame "
+                       "range)"))
 
 
 @dataclass(frozen=True)
@@ -155,13 +168,16 @@ def join_segments(job: Job, all_segments: list[Segment], work: Path) -> None:
     shutil.rmtree(parts, ignore_errors=True)
 
 
-def concat_line(path: Path, length: Fraction | None = None) -> str:
+def concat_line(path: Path, length: Fraction | None = None, base: Path | None = None) -> str:
     """One ``file`` entry of ffmpeg's concat list (with its length in seconds, if given);
     quotes in the path are escaped the way the concat demuxer reads them (close, escaped
-    quote, reopen)."""
-    quoted = str(path.resolve()).replace("'", "'\\''")
+    quote, reopen). ``base``: the list's directory, where ``path`` lies: the entry is its
+    bare name (the demuxer reads it relative to the list), so whatever the directory is
+    called — a newline in it would end the line — never appears in the list."""
+    name = path.name if base is not None and path.parent == base else str(path.resolve())
+    quoted = name.replace("'", "'\\''")
     return f"file '{quoted}'\n" + ("" if length is None else
-                                    f"duration {seconds(length)}\n")
+                                   f"duration {seconds(length)}\n")
 
 
 def _join(job: Job, finished: list[Segment], parts: Path, comp: Companion) -> None:
@@ -172,27 +188,28 @@ def _join(job: Job, finished: list[Segment], parts: Path, comp: Companion) -> No
     # exact length places the next one (the concat demuxer's duration directive).
     listing.write_text("".join(
         concat_line(s.path, job.index.seconds(s.last + 1) - job.index.seconds(s.first)
-                    if job.variable_rate else None) for s in finished))
+                    if job.variable_rate else None, base=parts) for s in finished))
     output = job.request.output
     partial = partial_path(output)
     # The segments' 1 ms time base makes -itsoffset exact enough here.
     shift = ["-itsoffset", seconds(comp.video_offset)] if comp.video_offset > 0 else []
     command = [job.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *shift,
                "-f", "concat", "-safe", "0", "-i", str(listing), *comp.input(),
-               "-map", "0:v", *comp.maps(output), "-c:v", "copy", *_video_tags(job),
-               str(partial)]
+               "-map", "0:v", *comp.maps(output, job.refused_codecs), "-c:v", "copy",
+               *_video_tags(job), str(partial)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, errors="replace")
         if result.returncode != 0:
             raise JobError(f"ffmpeg could not join the segments (exit {result.returncode}):\n"
                            f"{result.stderr.strip()[-4000:]}")
+        settle_flags(job, partial)
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
 
 
 def _video_tags(job: Job) -> list[str]:
-    """The video track's language and title options from the encoding options."""
+    """The video track's language, title and flags options from the encoding options."""
     args = job.video_args
-    return [item for k, key in enumerate(args[:-1]) if key == "-metadata:s:v:0"
-            for item in (key, args[k + 1])]
+    return [item for k, key in enumerate(args[:-1])
+            if key in ("-metadata:s:v:0", "-disposition:v:0") for item in (key, args[k + 1])]

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .video_index import SourceError, VideoIndex, build_index, open_media, video_stream
+from .video_index import (
+    SourceError,
+    VideoIndex,
+    build_index,
+    open_media,
+    tag_of,
+    video_stream,
+)
 
 # PyAV pixel format -> (VapourSynth format name, planes taken). Full-range "j" formats and
 # alpha formats (whose alpha plane is left out) map to their planar equivalents.
@@ -74,13 +81,8 @@ def frame_props(frame, context, index: VideoIndex, n: int, sar: Fraction | None
     props: dict[str, object] = {}
     rgb = _PLANAR.get(frame.format.name, "").startswith("RGB") or frame.format.is_rgb \
         or frame.format.has_palette
-    # A frame's own value, else the stream's (containers such as Matroska carry the tags
-    # beside the bitstream); 2 is H.273's "unspecified".
     def tag(name: str, unspecified: int = 2) -> int:
-        value = int(getattr(frame, name))
-        if value in (0, unspecified):
-            value = int(getattr(context, name)) or value
-        return value
+        return tag_of(frame, context, name, unspecified)
 
     props["_Matrix"] = 0 if rgb else tag("colorspace")
     props["_Primaries"] = tag("color_primaries")
@@ -145,7 +147,7 @@ class _Decoder:
         stream = self.container.streams[self.index.stream]
         stream.codec_context.thread_type = "AUTO"
         self.context = stream.codec_context
-        self.sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+        self.sar = Fraction(*self.index.sar)
         if start_frame == 0:
             self.position = 0
         else:
@@ -211,6 +213,11 @@ def source(path: str | os.PathLike[str], *, index: str | os.PathLike[str] | None
     ``_FieldBased``, ``_SARNum``/``_SARDen``, ``_DurationNum``/``_DurationDen`` and
     ``_AbsoluteTime`` (seconds). 8-16 bit planar YUV, GRAY and RGB come as they are; other
     layouts are converted losslessly to the planar one; an alpha plane is left out.
+    The picture is the one players show: a display matrix (a phone's portrait video) is
+    applied, turning and flipping the pixels (``_SARNum``/``_SARDen`` turn with them); a
+    turned or odd-sized subsampled picture (213x120 4:2:0) comes as 4:4:4 of the same
+    depth, its chroma upsampled following ``_ChromaLocation`` (VapourSynth cannot hold
+    odd-sized 4:2:0; nothing is cropped).
     The clip's fps is exact for constant-rate video and the stream's average rate for
     variable-rate video (the frames' durations are exact either way).
     ``index``: a file written by ``VideoIndex.save`` for this file (skips the decoding pass
@@ -224,9 +231,14 @@ def source(path: str | os.PathLike[str], *, index: str | os.PathLike[str] | None
     except (SourceError, OSError) as exc:
         raise vs.Error(f"source: {exc}") from None
     _, format_name = delivered_format(video_index.pix_fmt)
+    fmt = vs.core.get_video_format(getattr(vs, format_name))
+    width, height = video_index.width, video_index.height
+    # VapourSynth holds no 4:2:0 frame of odd width (853x480 H.264 is common): the frame is
+    # made whole with a copy of its last column / row, and the picture taken out below.
+    padded = (width + (-width % (1 << fmt.subsampling_w)),
+              height + (-height % (1 << fmt.subsampling_h)))
     fps = Fraction(*video_index.fps)
-    blank = vs.core.std.BlankClip(width=video_index.width, height=video_index.height,
-                                  format=getattr(vs, format_name),
+    blank = vs.core.std.BlankClip(width=padded[0], height=padded[1], format=fmt.id,
                                   length=video_index.num_frames, fpsnum=fps.numerator,
                                   fpsden=fps.denominator, keep=True)
 
@@ -237,19 +249,57 @@ def source(path: str | os.PathLike[str], *, index: str | os.PathLike[str] | None
             raise vs.Error(f"source: {exc}") from None
         out = f.copy()
         for plane, data in enumerate(planes):
-            np.asarray(out[plane])[:] = data
+            target = np.asarray(out[plane])
+            rows, columns = data.shape
+            target[:rows, :columns] = data
+            target[:rows, columns:] = data[:, -1:]
+            target[rows:] = target[rows - 1:rows]
         out.props.update(props)
+        if video_index.transposed and "_SARNum" in props:  # the pixel turns with the picture
+            out.props["_SARNum"], out.props["_SARDen"] = props["_SARDen"], props["_SARNum"]
         return out
 
-    return blank.std.ModifyFrame(blank, deliver)
+    clip = blank.std.ModifyFrame(blank, deliver)
+    return _shown(clip, width, height, video_index.orientation)
+
+
+def _shown(clip, width: int, height: int, orientation: tuple[int, int, int, int]):
+    """The picture as players show it: ``width`` x ``height`` out of a padded frame, turned
+    and flipped by the display matrix. Subsampled video that is padded or turned becomes
+    4:4:4 first (resize, following ``_ChromaLocation``): its chroma cannot be cropped to an
+    odd size, and turned it would be sited where no siting code can say."""
+    import vapoursynth as vs
+
+    fmt = clip.format
+    subsampled = fmt.subsampling_w or fmt.subsampling_h
+    if subsampled and ((width, height) != (clip.width, clip.height)
+                       or orientation != (1, 0, 0, 1)):
+        full = fmt.replace(subsampling_w=0, subsampling_h=0)
+        clip = vs.core.resize.Bicubic(clip, width=width, height=height, src_width=width,
+                                      src_height=height, format=full.id)
+        clip = vs.core.std.RemoveFrameProps(clip, "_ChromaLocation")
+    a, b, c, d = orientation
+    if a == 0:  # (x, y) shown at (c y, b x): transposed, then flipped where negative
+        clip = vs.core.std.Transpose(clip)
+        flip_x, flip_y = c < 0, b < 0
+    else:
+        flip_x, flip_y = a < 0, d < 0
+    if flip_x:
+        clip = vs.core.std.FlipHorizontal(clip)
+    if flip_y:
+        clip = vs.core.std.FlipVertical(clip)
+    return clip
 
 
 def _load_or_build(path: Path, index: str | os.PathLike[str] | None) -> VideoIndex:
     if not path.exists():
         raise SourceError(f"{path} does not exist")
     if index is not None and Path(index).is_file():
-        loaded = VideoIndex.load(Path(index))
-        if loaded.matches(path):
+        try:
+            loaded = VideoIndex.load(Path(index))
+        except (SourceError, ValueError, TypeError):  # another version's: rebuilt
+            loaded = None
+        if loaded is not None and loaded.matches(path):
             return loaded
     built = build_index(path)
     if index is not None:

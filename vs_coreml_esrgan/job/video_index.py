@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
-_VERSION = 1
+_VERSION = 2  # 2: the display orientation
 
 
 class SourceError(Exception):
@@ -43,6 +43,22 @@ class VideoIndex:
     last_duration: int  # of the last frame, in time_base units
     interlaced_frames: int = 0  # frames the decoder marks interlaced
     bottom_field_first: bool = False  # the stream's field order, for those frames
+    # The display matrix's linear part (a, b, c, d) as signs: a point (x, y) of the decoded
+    # picture is shown at (a x + c y, b x + d y); (1, 0, 0, 1) upright.
+    orientation: tuple[int, int, int, int] = (1, 0, 0, 1)
+    # The pixel aspect players use, of the stored picture: the container's where it states
+    # one (Matroska's display size, mov's pasp: a DVD remux's 16:9 over an MPEG-2 header's
+    # 4:3), else the bitstream's (libavformat's av_guess_sample_aspect_ratio); (0, 1) none.
+    sar: tuple[int, int] = (0, 1)
+    # The first frame's primaries and transfer (H.273), as the stream and container tag
+    # them: the one reading every source filter's job follows (bestsource also reads ICC
+    # profiles, PyAV cannot).
+    colour_tags: tuple[int, int] = (2, 2)
+
+    @property
+    def transposed(self) -> bool:
+        """Whether the picture is shown turned a quarter (width and height swap)."""
+        return self.orientation[0] == 0
 
     @property
     def num_frames(self) -> int:
@@ -71,6 +87,9 @@ class VideoIndex:
             raise SourceError(f"{path}: an index from another version; delete it")
         data["time_base"] = tuple(data["time_base"])
         data["fps"] = tuple(data["fps"])
+        data["orientation"] = tuple(data["orientation"])
+        data["sar"] = tuple(data["sar"])
+        data["colour_tags"] = tuple(data["colour_tags"])
         return cls(**data)
 
     def matches(self, path: Path) -> bool:
@@ -97,11 +116,35 @@ def open_media(path: Path):
     if path.is_dir():
         raise SourceError(f"{path} is a directory, not a video file")
     try:
+        if not _utf8(str(path)):
+            return _open_unnamed(path)
         return av.open(str(path))
     except FileNotFoundError:
         raise SourceError(f"{path} does not exist") from None
     except (av.FFmpegError, OSError) as exc:
         raise SourceError(f"{path}: not a readable media file ({exc})") from None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of the name, kept as surrogates
+        return False
+    return True
+
+
+def _open_unnamed(path: Path):
+    """A file whose name is not UTF-8 (latin-1 from an old archive): PyAV passes names to
+    ffmpeg as UTF-8, so the file is opened here and read through a file object (the
+    container holds it; it is closed when the container goes)."""
+    import av
+
+    file = path.open("rb")
+    try:
+        return av.open(file)
+    except BaseException:
+        file.close()
+        raise
 
 
 def build_index(path: Path) -> VideoIndex:
@@ -121,11 +164,16 @@ def build_index(path: Path) -> VideoIndex:
         first = None
         latest = None  # the last timestamp taken
         interlaced = 0
+        orientation = (1, 0, 0, 1)
+        colour_tags = (2, 2)
         try:
             for frame in container.decode(stream):
                 shape = (frame.width, frame.height, frame.format.name)
                 if first is None:
                     first = shape
+                    orientation = display_orientation(frame)
+                    colour_tags = (tag_of(frame, stream.codec_context, "color_primaries"),
+                                   tag_of(frame, stream.codec_context, "color_trc"))
                 elif shape != first:
                     raise SourceError(
                         f"{path}: the video changes from {first[0]}x{first[1]} {first[2]} to "
@@ -158,7 +206,43 @@ def build_index(path: Path) -> VideoIndex:
             keyframes=keyframes if timed else [0], last_duration=last,
             interlaced_frames=interlaced,
             # AVFieldOrder 3 (BB) and 5 (BT) put the bottom field first
-            bottom_field_first=int(stream.codec_context.field_order) in (3, 5))
+            bottom_field_first=int(stream.codec_context.field_order) in (3, 5),
+            orientation=orientation, sar=_shown_sar(stream), colour_tags=colour_tags)
+
+
+def tag_of(frame, context, name: str, unspecified: int = 2) -> int:
+    """A colour tag of a decoded frame: its own value, else the stream's (containers such
+    as Matroska carry the tags beside the bitstream); 2 is H.273's "unspecified"."""
+    value = int(getattr(frame, name))
+    if value in (0, unspecified):
+        value = int(getattr(context, name)) or value
+    return value
+
+
+def _shown_sar(stream) -> tuple[int, int]:
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return (sar.numerator, sar.denominator) if sar and sar > 0 else (0, 1)
+
+
+def display_orientation(frame) -> tuple[int, int, int, int]:
+    """The signs of a decoded frame's display matrix (a, b, c, d): how players turn and
+    flip the picture (a phone's portrait video is stored landscape with a quarter turn).
+    libavutil/display.h: a point (p, q) is shown at (a p + c q, b p + d q), a, b, c, d in
+    16.16 fixed point, matrix stored row by row as [a b u; c d v; x y w]. Turns other than
+    quarters (rare; players differ) are ignored: upright."""
+    import av
+    import numpy as np
+
+    data = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+    if data is None or data.buffer_size < 36:
+        return (1, 0, 0, 1)
+    matrix = np.frombuffer(bytes(data), np.int32, 9).astype(np.float64) / 65536
+    a, b, c, d = (matrix[0], matrix[1], matrix[3], matrix[4])
+    signs = tuple(int(np.sign(round(v))) if abs(abs(v) - 1) < 0.01 or abs(v) < 0.01
+                  else 9 for v in (a, b, c, d))
+    quarter = (signs[1] == signs[2] == 0 and 0 not in (signs[0], signs[3])) or \
+        (signs[0] == signs[3] == 0 and 0 not in (signs[1], signs[2]))
+    return signs if quarter and 9 not in signs else (1, 0, 0, 1)
 
 
 def _fill_untimed(pts: list[int], rate: Fraction, time_base: Fraction
