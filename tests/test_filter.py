@@ -204,13 +204,49 @@ def test_auto_precision_follows_the_cpus_bfloat16_flags(model):
                  Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     native = "avx512_bf16" in flags or "amx_bf16" in flags
     assert cpu_has_native_bf16() == native
-    clip = clip_from_arrays(random_rgb(1, 20, 24, seed=3), vs.RGBS)
+    frames = [np.rint(f * 255) for f in random_rgb(1, 20, 24, seed=3)]
+    clip = clip_from_arrays(frames, vs.RGB24)  # 8 bits: deeper clips are fp32 (below)
     auto = frame_array(upscale(clip, model).get_frame(0))
     chosen, other = ("bf16", "fp32") if native else ("fp32", "bf16")
     np.testing.assert_array_equal(
         auto, frame_array(upscale(clip, model, precision=chosen).get_frame(0)))
     assert not np.array_equal(
         auto, frame_array(upscale(clip, model, precision=other).get_frame(0)))
+
+
+@pytest.mark.parametrize("fmt", [vs.RGB30, vs.RGB48, vs.RGBS, vs.YUV420P10])
+def test_auto_precision_keeps_deeper_clips_in_fp32(model, monkeypatch, fmt):
+    """Where the CPU has native bfloat16 'auto' is bf16 for 8-bit clips only: bf16's 8
+    significant bits would band a 10-bit or deeper gradient (a tester saw 101 levels
+    become 50)."""
+    monkeypatch.setattr("vs_coreml_esrgan.backends.torch_backend.cpu_has_native_bf16",
+                        lambda: True)
+    ramp = np.linspace(0.55, 0.6, 24, dtype=np.float32)
+    gradient = np.broadcast_to(ramp, (3, 20, 24)).copy()
+    if vs.core.get_video_format(fmt).sample_type == vs.INTEGER:
+        gradient = np.rint(gradient * 1023) / 1023
+    clip = clip_from_arrays([gradient], vs.RGBS)
+    yuv = vs.core.get_video_format(fmt).color_family == vs.YUV
+    clip = clip.resize.Point(format=fmt, **({"matrix_s": "709"} if yuv else {}))
+
+    def planes(**kwargs) -> list[np.ndarray]:
+        frame = upscale(clip, model, **kwargs).get_frame(0)
+        return [np.asarray(frame[p]).copy() for p in range(frame.format.num_planes)]
+
+    auto, fp32, bf16 = planes(), planes(precision="fp32"), planes(precision="bf16")
+    for a, f in zip(auto, fp32, strict=True):
+        np.testing.assert_array_equal(a, f)
+    assert not all(np.array_equal(a, b) for a, b in zip(auto, bf16, strict=True))
+
+
+def test_auto_precision_is_bf16_for_8_bit_clips_where_native(model, monkeypatch):
+    monkeypatch.setattr("vs_coreml_esrgan.backends.torch_backend.cpu_has_native_bf16",
+                        lambda: True)
+    frames = [np.rint(f * 255) for f in random_rgb(1, 20, 24, seed=3)]
+    clip = clip_from_arrays(frames, vs.RGB24)
+    auto = frame_array(upscale(clip, model).get_frame(0))
+    np.testing.assert_array_equal(
+        auto, frame_array(upscale(clip, model, precision="bf16").get_frame(0)))
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

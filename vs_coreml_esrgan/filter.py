@@ -58,9 +58,9 @@ def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
     rather than another backend) or 'mil' (the portable ML Program executor). With 'coreml'
     or 'mil' a checkpoint is converted on first use into the user cache.
     ``device``: a torch device ('cpu', 'cuda', 'mps'); ``precision``: 'auto', 'fp32',
-    'fp16' or 'bf16' ('auto': fp16 for Core ML, CUDA and MPS; on the CPU bf16 where it
-    computes bfloat16 natively (AVX512-BF16 or AMX), else fp32; 'bf16' is for the torch
-    backend only, a package's own precision is the only one it takes); ``batch``: tiles per
+    'fp16' or 'bf16' ('auto': fp16 for Core ML, CUDA and MPS; on the CPU bf16 for clips
+    of 8 bits where it computes bfloat16 natively (AVX512-BF16 or AMX), else fp32; 'bf16'
+    is for the torch backend only, a package's own precision is the only one it takes); ``batch``: tiles per
     backend call (None: 1, or a package's own; at most a frame's tile count is used);
     ``compute_units``: for coreml, 'auto' (None: among the Neural Engine, the GPU and both,
     the one ``prefer`` picks of those that ran and computed what the executor computes on
@@ -229,6 +229,10 @@ def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
     explicit = precision != "auto"
     if not explicit and (device is None or isinstance(device, str)):
         precision = resolve_precision(precision, device or default_device())
+        if precision == "bf16" and _deeper_than_8_bits(clip):
+            # bfloat16 keeps 8 significant bits: about one 8-bit step near white, four
+            # 10-bit steps, so deeper sources would band (posterise); fp32 keeps them
+            precision = "fp32"
     runner = create_torch_backend(loaded.network, spec.scale, device=device,
                                   precision=_precision_for(spec, precision,
                                                            explicit=explicit))
@@ -328,6 +332,12 @@ def _model_path(model: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
     if isinstance(model, str) and is_model_name(model):
         return resolve_model(model).path
     return model
+
+
+def _deeper_than_8_bits(clip: vs.VideoNode) -> bool:
+    """Whether the clip holds more than 8 bits a sample (deeper integers, or floats)."""
+    fmt = clip.format
+    return fmt.sample_type == vs.FLOAT or fmt.bits_per_sample > 8
 
 
 def _precision_for(spec: NetworkSpec, precision: str, *, explicit: bool = True) -> str:
