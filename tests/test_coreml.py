@@ -271,6 +271,19 @@ def test_coreml_backend_off_macos_says_so(make_checkpoint, tmp_path):
         upscale(clip, package, backend="coreml")
 
 
+def test_coreml_backend_off_macos_refuses_a_checkpoint_before_converting(
+        make_checkpoint, tmp_path, monkeypatch):
+    """A checkpoint with backend='coreml' off macOS: refused before the conversion (which
+    takes minutes for a large model and leaves a package in the cache)."""
+    if sys.platform == "darwin":
+        pytest.skip("on macOS the coreml backend is available")
+    monkeypatch.setenv("VS_COREML_ESRGAN_CACHE", str(tmp_path / "cache"))
+    clip = vs.core.std.BlankClip(format=vs.RGB24, width=16, height=16)
+    with pytest.raises(vs.Error, match=r"upscale: backend 'coreml' needs macOS"):
+        upscale(clip, make_checkpoint(compact(scale=2)), backend="coreml")
+    assert not list(tmp_path.rglob("*.mlpackage"))
+
+
 _COMPARE_IN_A_CHILD = """
 import sys
 import numpy as np

@@ -60,8 +60,9 @@ def upscale(clip: vs.VideoNode, model: str | os.PathLike[str] | None = None, *,
     ``device``: a torch device ('cpu', 'cuda', 'mps'); ``precision``: 'auto', 'fp32',
     'fp16' or 'bf16' ('auto': fp16 for Core ML, CUDA and MPS; on the CPU bf16 for clips
     of 8 bits where it computes bfloat16 natively (AVX512-BF16 or AMX), else fp32; 'bf16'
-    is for the torch backend only, a package's own precision is the only one it takes); ``batch``: tiles per
-    backend call (None: 1, or a package's own; at most a frame's tile count is used);
+    is for the torch backend only, a package's own precision is the only one it takes);
+    ``batch``: tiles per backend call (None: 1, or a package's own; at most a frame's
+    tile count is used);
     ``compute_units``: for coreml, 'auto' (None: among the Neural Engine, the GPU and both,
     the one ``prefer`` picks of those that ran and computed what the executor computes on
     a photograph, tried once per model and Mac in child processes and remembered), 'ane',
@@ -166,6 +167,10 @@ def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
                               precision=precision, batch=batch or 1)
     if device is not None:
         raise ValueError(f"device applies to backend 'torch' only, not {chosen!r}")
+    if chosen == "coreml":  # before converting: that takes minutes for a large model
+        from .backends.coreml_backend import require_macos
+
+        require_macos()
     package = path if is_package else _convert_for(clip, path, tile=tile, overlap=overlap,
                                                     precision=precision, batch=batch or 1)
     return _prepare_package(clip, package, chosen, tile=tile, overlap=overlap,

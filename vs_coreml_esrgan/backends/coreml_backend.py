@@ -97,6 +97,13 @@ def compiled_model(package: str | os.PathLike[str]) -> Path:
     return target
 
 
+def require_macos() -> None:
+    """BackendError off macOS: Core ML predicts only there."""
+    if sys.platform != "darwin":
+        raise BackendError("backend 'coreml' needs macOS (Core ML predicts only there); use "
+                           "backend='mil' to run a .mlpackage elsewhere, or 'torch'")
+
+
 def create_coreml_backend(package: str | os.PathLike[str], *,
                           compute_units: str | None = None, runtime: str = "auto",
                           prefer: str | None = None,
@@ -124,9 +131,7 @@ def create_coreml_backend(package: str | os.PathLike[str], *,
         raise BackendError(f"compute_units must be one of {', '.join(UNIT_CHOICES)}, got "
                            f"{units!r}")
     preference = resolve_preference(prefer)
-    if sys.platform != "darwin":
-        raise BackendError("backend 'coreml' needs macOS (Core ML predicts only there); use "
-                           "backend='mil' to run a .mlpackage elsewhere, or 'torch'")
+    require_macos()
     macos.require(MINIMUM_MACOS, "Core ML with this project's packages (ML Programs)")
     info = read_package(package)
     compiled = compiled_model(package)
