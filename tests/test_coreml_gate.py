@@ -154,6 +154,14 @@ def test_every_unit_lying_steps_down_to_torch(mac, make_checkpoint, monkeypatch,
         upscale(clip, checkpoint, overlap=2, backend="coreml")
 
 
+def test_a_missing_package_is_named_without_stepping_down(mac, tmp_path, capfd):
+    clip = vs.core.std.BlankClip(format=vs.RGB24, width=16, height=12)
+    with pytest.raises(vs.Error, match=r"upscale: Core ML package '.*gone\.mlpackage' "
+                                       r"does not exist"):
+        upscale(clip, tmp_path / "gone.mlpackage")
+    assert "instead" not in capfd.readouterr().err
+
+
 def test_an_architecture_that_does_not_convert_runs_on_torch(mac, tmp_path, capfd):
     from spandrel.architectures.DAT import DAT
 

@@ -293,6 +293,10 @@ def test_missing_and_wrong_models(tmp_path, monkeypatch):
         upscale(clip, 4)
     with pytest.raises(vs.Error, match=r"upscale: model file '.*missing\.pth' does not exist"):
         upscale(clip, tmp_path / "missing.pth")
+    for backend in ("auto", "mil"):  # not "no Manifest.json inside", and no fallback tried
+        with pytest.raises(vs.Error, match=r"upscale: Core ML package '.*gone\.mlpackage' "
+                                           r"does not exist"):
+            upscale(clip, tmp_path / "gone.mlpackage", backend=backend)
     text = tmp_path / "notes.pth"
     text.write_text("hello")
     with pytest.raises(vs.Error, match=r"upscale: .*notes\.pth: not a readable PyTorch"):

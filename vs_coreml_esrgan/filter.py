@@ -143,6 +143,8 @@ def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
         raise ValueError(f"prefer must be one of {', '.join(PREFERENCES)}, got {prefer!r}")
     path = _model_path(model)
     is_package = os.fspath(path).endswith(".mlpackage")
+    if is_package and not os.path.exists(path):  # not a backend's failure: none steps down
+        raise ModelError(f"Core ML package {os.fspath(path)!r} does not exist")
     chosen = _choose_backend(backend, is_package)
     if chosen == "auto":  # several routes (macOS); an option of one backend names it
         chosen = "coreml" if compute_units is not None else \

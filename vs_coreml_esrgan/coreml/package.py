@@ -75,6 +75,8 @@ def import_coremltools() -> Any:
 def load_spec(path: str | os.PathLike[str]) -> Any:
     """The protobuf model spec of a ``.mlpackage`` (no Core ML runtime needed)."""
     path = Path(path)
+    if not path.exists():
+        raise ModelError(f"Core ML package {str(path)!r} does not exist")
     if not (path / "Manifest.json").is_file():
         raise ModelError(f"{path} is not a Core ML package (no Manifest.json inside); "
                          "make one with: vs-coreml-esrgan convert CHECKPOINT -o NAME.mlpackage")
