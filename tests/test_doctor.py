@@ -35,7 +35,8 @@ def test_doctor_reports_what_runs_here(make_checkpoint, capsys):
 def test_a_failing_step_is_a_row(tmp_path, capsys):
     damaged = tmp_path / "damaged.pth"  # a missing one is refused before the report
     damaged.write_bytes(b"PK\x03\x04 not really a zip archive")
-    assert cli(["doctor", str(damaged), "--size", "64x64"]) == 0
+    # the report, and a non-zero exit for scripts: nothing about the model was checked
+    assert cli(["doctor", str(damaged), "--size", "64x64"]) == 1
     report = capsys.readouterr().out
     assert "- model: failed: ModelError:" in report and "damaged.pth" in report
     assert "Traceback" not in report

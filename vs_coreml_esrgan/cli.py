@@ -141,8 +141,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if not str(path).lower().endswith(".mlpackage"):
         check_model_file(path)
     print("running the checks (a minute or more) ...", file=sys.stderr, flush=True)
-    print(run_doctor(args.model, args.size).text())
-    return 0
+    report = run_doctor(args.model, args.size)
+    print(report.text())
+    return 0 if report.model_loaded else 1  # the report is printed either way
 
 
 def build_parser() -> argparse.ArgumentParser:

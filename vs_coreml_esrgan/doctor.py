@@ -39,6 +39,7 @@ class Report:
 
     sections: list[tuple[str, list[str]]] = field(default_factory=list)
     failures: int = 0
+    model_loaded: bool = True  # False: nothing about the model could be checked
 
     def section(self, title: str) -> list[str]:
         lines: list[str] = []
@@ -77,6 +78,7 @@ def run_doctor(model: str = DEFAULT_MODEL, size: tuple[int, int] = DEFAULT_SIZE)
     lines = report.section(f"Model {model} at {size[0]}x{size[1]}")
     if isinstance(loaded, Failure):
         lines.append(f"- model: {loaded}")
+        report.model_loaded = False
         return report
     from .coreml.tile_rule import coreml_tile_size
     from .tiling import plan_tiles
