@@ -367,9 +367,28 @@ def test_non_finite_input_samples_are_an_error_naming_the_frame(model):
     frames[1][0, 0, 0] = np.inf
     out = upscale(clip_from_arrays(frames, vs.RGBS), model)
     assert np.isfinite(frame_array(out.get_frame(0))).all()
-    with pytest.raises(vs.Error, match=r"upscale: frame 1: the clip's frame holds 2 NaN or "
-                                       r"infinite samples; replace them"):
+    with pytest.raises(vs.Error, match=r"upscale: frame 1: the clip's frame holds 2 pixels "
+                                       r"with NaN or infinite values; replace them"):
         out.get_frame(1)
+
+
+@pytest.mark.parametrize("fmt", [vs.GRAYS, vs.YUV444PS])
+def test_non_finite_input_is_counted_in_the_users_pixels(model, fmt):
+    """One NaN sample of a GRAY or YUV frame is one pixel, though the filter's RGB copy
+    has it in three planes."""
+    clip = core.std.BlankClip(format=fmt, width=16, height=12, length=1, color=0.5
+                              if fmt == vs.GRAYS else [0.5, 0, 0])
+
+    def poison(n, f):
+        out = f.copy()
+        np.asarray(out[0])[3, 4] = np.nan
+        return out
+
+    clip = core.std.ModifyFrame(clip, clip, poison)
+    if fmt == vs.YUV444PS:
+        clip = core.std.SetFrameProps(clip, _Matrix=1, _Range=0)
+    with pytest.raises(vs.Error, match=r"the clip's frame holds 1 pixel with NaN"):
+        upscale(clip, model).get_frame(0)
 
 
 def test_filter_instances_on_one_model_do_not_leak(model):

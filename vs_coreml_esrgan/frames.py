@@ -26,10 +26,15 @@ def read_tiles_source(frame: vs.VideoFrame, dtype: np.dtype | type,
     for plane in range(fmt.num_planes):
         bad |= kernels.convert(np.asarray(frame[plane]), out[plane], scale)
     if bad:
-        count = sum(int(np.count_nonzero(~np.isfinite(np.asarray(frame[p]))))
-                    for p in range(fmt.num_planes))
-        raise ValueError(f"the clip's frame holds {count} NaN or infinite samples; "
-                         "replace them before upscaling (e.g. with std.Expr)")
+        # pixels, not samples: this is the RGB conversion of the user's frame (a GRAY
+        # clip's one NaN is in all three of its planes, a YUV one spreads through the matrix)
+        broken = np.zeros((frame.height, frame.width), bool)
+        for p in range(fmt.num_planes):
+            broken |= ~np.isfinite(np.asarray(frame[p]))
+        count = int(broken.sum())
+        raise ValueError(f"the clip's frame holds {count} pixel{'s' * (count != 1)} with NaN "
+                         "or infinite values; replace them before upscaling (e.g. with "
+                         "std.Expr)")
     return out
 
 
