@@ -145,6 +145,7 @@ def test_resume_refuses_segments_made_with_other_weights(model, tmp_path):
     (("--backend", "coreml"), "--backend coreml needs macOS"),
     (("--backend", "mil", "--precision", "bf16"),
      "precision 'bf16' applies to backend 'torch' only"),
+    (("--start", "5", "--end", "2"), "--end 2 is before --start 5"),
 ])
 def test_bad_options_reported_before_work(model, tmp_path, args, message):
     if "coreml" in args and os.uname().sysname == "Darwin":

@@ -124,6 +124,9 @@ def plan_job(request: JobRequest) -> Job:
                             request.quality, request.preset)
     if request.chunks < 1:
         raise JobError(f"--chunks must be at least 1, got {request.chunks}")
+    if request.start is not None and request.end is not None and request.end < request.start:
+        raise JobError(f"--end {request.end} is before --start {request.start}: the range "
+                       "runs from --start to --end (both frame numbers, the end included)")
     if request.upscale.overlap is not None and request.upscale.overlap < 0:
         raise JobError(f"--overlap must be 0 or more, got {request.upscale.overlap}")
     upscale = _absolute_model(request.upscale)
