@@ -481,9 +481,14 @@ def test_verify_reports_non_finite_output(tmp_path, capsys):
     assert re.match(r"FAIL: loud\.mlpackage \(fp16, mil\) computed \d+ NaN or infinite values "
                     r"on 2 random tiles where loud\.pth computes finite ones", out), out
     clip = clip_from_arrays(random_rgb(1, 16, 16), vs.RGBS)
+    # advice that works for a package (precision='fp32' is refused for one)
     with pytest.raises(vs.Error, match=r"upscale: frame 0: the network computed \d+ NaN or "
-                                       r"infinite values .* \(try precision='fp32'\)"):
+                                       r"infinite values .* overflows float16 .* convert "
+                                       r"--precision fp32"):
         upscale(clip, package, backend="mil").get_frame(0)
+    huge = clip_from_arrays([np.full((3, 16, 16), 1e6, np.float32)], vs.RGBS)
+    with pytest.raises(vs.Error, match=r"samples reach far outside \[0, 1\] .* clamp"):
+        upscale(huge, package, backend="mil").get_frame(0)
 
 
 def test_package_with_infinite_weights_is_refused(small_package, tmp_path):

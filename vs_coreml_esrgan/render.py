@@ -111,9 +111,7 @@ def _render(source: vs.VideoFrame, target: vs.VideoFrame, setup: Setup) -> vs.Vi
             stitching.upscale_into(image, setup.plan, setup.backend, planes,
                                    peak=frames.peak(fmt), batch=setup.batch, dtype=dtype)
     except stitching.NonFiniteOutput as exc:
-        cause = ("it overflows float16 (try precision='fp32')" if dtype == np.float16
-                 else "its weights are damaged or far too large for float32")
-        raise ValueError(f"{exc}: {cause}") from None
+        raise ValueError(f"{exc}: {_overflow_cause(image, dtype)}") from None
     props = out.props  # a new frame has none
     for key, value in source.props.items():
         if key != "_Alpha":  # an alpha frame of the input size would not fit
@@ -137,3 +135,15 @@ def _stitched_on_device(image: np.ndarray, planes: list[np.ndarray], peak: int,
                                        peak=peak, batch=setup.batch, device=backend.device,
                                        dtype=backend.dtype)
     return True
+
+
+def _overflow_cause(image: np.ndarray, dtype: np.dtype | type) -> str:
+    """Why a network computed NaN or infinity, and what to do about it."""
+    if float(np.abs(image).max()) > 4:  # far outside [0, 1]: no network is made for that
+        return ("the clip's samples reach far outside [0, 1] (float clips: clamp them "
+                "first, e.g. with std.Expr)")
+    if dtype == np.float16:
+        return ("the network overflows float16 on this content: with torch pass "
+                "precision='fp32'; a float16 .mlpackage, convert again with "
+                "vs-coreml-esrgan convert --precision fp32")
+    return "its weights are damaged or far too large for float32"
