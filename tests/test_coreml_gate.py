@@ -117,6 +117,27 @@ def test_wrong_neural_engine_is_never_used_even_when_fastest(mac, make_checkpoin
     np.testing.assert_allclose(coreml, executor, atol=1e-3)
 
 
+@pytest.mark.parametrize("lie", ["FAKE_COREML_ZERO_UNITS", "FAKE_COREML_WRONG_UNITS"])
+def test_a_remembered_choice_that_now_lies_is_checked_at_load(mac, make_checkpoint,
+                                                               monkeypatch, capfd, lie):
+    """A tester's repro: the choice measured correct and saved; later every unit answers
+    zeros (or wrong values). The saved verdict is not trusted: the loaded backend answers
+    the photograph again, the unit is saved as failed, and 'auto' ends on torch, with
+    frames equal to torch's."""
+    checkpoint = make_checkpoint(compact(scale=2, num_conv=2))
+    clip = clip_from_arrays(random_rgb(1, 20, 30, seed=6), vs.RGBS)
+    frame_array(upscale(clip, checkpoint, overlap=2).get_frame(0))  # measured and saved
+    assert re.search(r"Core ML: \w+ chosen", capfd.readouterr().err)
+    child_env(monkeypatch, **{lie: "0,1,2,3"})
+    got = frame_array(upscale(clip, checkpoint, overlap=2).get_frame(0))
+    said = capfd.readouterr().err
+    assert "correct when measured, now fail the check on the photograph" in said
+    assert said.rstrip().endswith("running torch on the CPU instead")
+    reference = frame_array(upscale(clip, checkpoint, overlap=2, backend="torch")
+                            .get_frame(0))
+    np.testing.assert_array_equal(got, reference)
+
+
 def test_a_unit_that_kills_its_process_is_a_clear_error(mac, package, monkeypatch):
     """coremltools #2758: load fine, ANECCompile() FAILED on stderr, SIGKILL at the first
     prediction. Asked for explicitly: this process lives, the error names it all."""

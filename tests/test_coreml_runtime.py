@@ -110,11 +110,16 @@ def test_core_ml_errors_become_backend_errors(mac, package, monkeypatch):
     with pytest.raises(BackendError, match=r"could not load .* on gpu: Error loading"):
         backend_module.create_coreml_backend(made, compute_units="gpu",
                                              runtime="coremltools")
-    mac.compiled_model.failures = {"predict:CPU_ONLY": "Error computing NN outputs"}
     backend = backend_module.create_coreml_backend(made, compute_units="cpu",
                                                    runtime="coremltools")
+    mac.compiled_model.failures = {"predict:CPU_ONLY": "Error computing NN outputs"}
     with pytest.raises(BackendError, match="prediction failed: Error computing NN"):
         backend(_tiles(info))
+    # a prediction that fails at load (the check on the photograph): refused there
+    with pytest.raises(BackendError, match=r"compute units 'cpu' failed the check .*"
+                                           r"prediction failed: Error computing NN"):
+        backend_module.create_coreml_backend(made, compute_units="cpu",
+                                             runtime="coremltools")
     monkeypatch.setenv("FAKE_COREML_FAIL_UNITS", "1")
     with pytest.raises(BackendError, match=r"could not load .*ANECCompile"):
         backend_module.create_coreml_backend(made, compute_units="gpu", runtime="pyobjc")

@@ -34,6 +34,7 @@ from . import BackendError, macos
 from .coreml_child import Trial
 from .coreml_plan import COMPUTE_UNITS
 from .coreml_pyobjc import load_pyobjc_predictor, pyobjc_available
+from .coreml_recheck import demote, recheck
 from .coreml_records import reference_file
 from .coreml_units import (
     DOCTOR_HINT,
@@ -42,6 +43,7 @@ from .coreml_units import (
     failure,
     resolve_preference,
 )
+from .parity_gate import Parity
 
 UNIT_CHOICES = ("auto", *COMPUTE_UNITS)
 RUNTIMES = ("auto", "pyobjc", "coremltools")
@@ -107,7 +109,8 @@ def require_macos() -> None:
 def create_coreml_backend(package: str | os.PathLike[str], *,
                           compute_units: str | None = None, runtime: str = "auto",
                           prefer: str | None = None,
-                          notify: Notify | None = None) -> CoreMLBackend:
+                          notify: Notify | None = None,
+                          rechecks_left: int = 4) -> CoreMLBackend:
     """Load a package with Core ML, on compute units proven on this Mac.
 
     ``compute_units``: 'auto' (None: the setting ``prefer`` picks among those that run
@@ -118,7 +121,9 @@ def create_coreml_backend(package: str | os.PathLike[str], *,
     (PyObjC where its Core ML bindings are installed, coremltools when PyObjC fails the
     check). ``prefer``: 'speed', 'efficiency' or 'auto' (None; see
     ``coreml_units.resolve_preference``). ``notify`` receives the one-line report of the
-    choice and of what was rejected.
+    choice and of what was rejected. The loaded backend answers the gate's photograph
+    once more (coreml_recheck): a remembered setting that fails now is saved as failed,
+    and 'auto' chooses again (at most ``rechecks_left`` times).
     Raises BackendError off macOS, before macOS 13, for unknown arguments, a runtime that
     is missing, Core ML failing to compile the model, and compute units that fail the
     check (naming what failed and ``vs-coreml-esrgan doctor``); ModelError for a package
@@ -167,11 +172,29 @@ def create_coreml_backend(package: str | os.PathLike[str], *,
                 raise failure(units, failed)
             chosen_units = units
         try:
-            return load_backend(compiled, chosen_units, info, chosen_runtime)
+            backend = load_backend(compiled, chosen_units, info, chosen_runtime)
         except BackendError as exc:
             if not later:
                 raise
             say(f"Core ML through PyObjC failed ({exc}); using coremltools")
+            continue
+        try:
+            parity = recheck(backend, reference, info.precision) if reference else None
+        except BackendError as exc:  # a prediction that fails now: before any frame
+            parity = Parity(0.0, False, str(exc))
+        if parity is None or parity.passed:
+            return backend
+        trial = demote(compiled, chosen_runtime, chosen_units, parity)
+        say(f"Core ML: compute units '{chosen_units}' ({chosen_runtime}), correct when "
+            f"measured, now fail the check on the photograph ({parity.reason}); "
+            "saved as failed")
+        if units != "auto" and later:
+            continue
+        if units != "auto" or rechecks_left == 0:
+            raise failure(chosen_units, [trial])
+        return create_coreml_backend(package, compute_units=compute_units, runtime=runtime,
+                                     prefer=prefer, notify=notify,
+                                     rechecks_left=rechecks_left - 1)
     raise BackendError("no Core ML runtime to try")  # not reached: runtimes is never empty
 
 
