@@ -15,7 +15,7 @@ def test_relative_paths_are_the_callers(tmp_path):
     checkout = tmp_path / "checkout"
     (checkout / "scripts").mkdir(parents=True)
     shutil.copy(ROOT / "scripts" / "demo.sh", checkout / "scripts" / "demo.sh")
-    (checkout / "scripts" / "venv.sh").write_text("prepare_venv() { :; }\n")
+    (checkout / "scripts" / "venv.sh").write_text("prepare_venv() { :; }\n_step() { :; }\n")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "args"
