@@ -28,7 +28,8 @@ def _load_fake(name: str):
 
 LIES = ("FAKE_COREML_ABORT_UNITS", "FAKE_COREML_FAIL_UNITS", "FAKE_COREML_DELAY_MS",
         "FAKE_COREML_DECLINE_BACKING", "FAKE_COREML_WRONG_UNITS", "FAKE_COREML_ZERO_UNITS",
-        "FAKE_COREML_KILL_PREDICT_UNITS", "FAKE_COREML_DEVICES", "FAKE_COREML_LOAD_DELAY_MS")
+        "FAKE_COREML_KILL_PREDICT_UNITS", "FAKE_COREML_DEVICES", "FAKE_COREML_LOAD_DELAY_MS",
+        "FAKE_COREML_ANE_MAX_PIXELS")
 
 
 @pytest.fixture
@@ -36,11 +37,11 @@ def mac(monkeypatch, tmp_path):
     """This process as a Mac with macOS 14.5 (``mac.version`` changes it), PyObjC's Core ML
     bindings and coremltools' native parts replaced by the doubles, an empty cache; child
     processes (the trials) are Macs of the same kind (tests/fakes/sitecustomize.py)."""
-    for name in ("objc", "Foundation", "CoreML", "_lies", "coremltools_doubles"):
+    for name in ("objc", "Foundation", "CoreML", "Quartz", "_lies", "coremltools_doubles"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.syspath_prepend(str(FAKES))
     doubles = _load_fake("coremltools_doubles")
-    fakes = {name: _load_fake(name) for name in ("objc", "Foundation", "CoreML")}
+    fakes = {name: _load_fake(name) for name in ("objc", "Foundation", "Quartz", "CoreML")}
     import coremltools as ct
     import coremltools.models.compute_plan as compute_plan
 
@@ -58,6 +59,7 @@ def mac(monkeypatch, tmp_path):
 
     class Mac:
         CoreML = fakes["CoreML"]
+        Quartz = fakes["Quartz"]
         plan = doubles.MLComputePlan
         compiled_model = doubles.CompiledMLModel
 
