@@ -29,7 +29,7 @@ def _load_fake(name: str):
 LIES = ("FAKE_COREML_ABORT_UNITS", "FAKE_COREML_FAIL_UNITS", "FAKE_COREML_DELAY_MS",
         "FAKE_COREML_DECLINE_BACKING", "FAKE_COREML_WRONG_UNITS", "FAKE_COREML_ZERO_UNITS",
         "FAKE_COREML_KILL_PREDICT_UNITS", "FAKE_COREML_DEVICES", "FAKE_COREML_LOAD_DELAY_MS",
-        "FAKE_COREML_ANE_MAX_PIXELS")
+        "FAKE_COREML_ANE_MAX_PIXELS", "FAKE_COREML_SURFACE_DELAY_MS")
 
 
 @pytest.fixture
@@ -55,7 +55,10 @@ def mac(monkeypatch, tmp_path):
     monkeypatch.setenv("VS_COREML_ESRGAN_CACHE", str(tmp_path / "cache"))
     for variable in LIES:
         monkeypatch.delenv(variable, raising=False)
-    child_env(monkeypatch, FAKE_MACOS="14.5")
+    # Predictions fed from IOSurface-backed arrays 20 ms slower than plain ones unless a
+    # test says otherwise, so that the plain buffers win the trials' timing for certain.
+    child_env(monkeypatch, FAKE_MACOS="14.5",
+              FAKE_COREML_SURFACE_DELAY_MS="0=20,1=20,2=20,3=20")
 
     class Mac:
         CoreML = fakes["CoreML"]

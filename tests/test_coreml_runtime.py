@@ -559,7 +559,7 @@ def test_units_auto_measures_through_coremltools_when_pyobjc_runs_nowhere(
     calls = []
 
     def fake_choose(compiled, info_, runtime, *, notify, prefer, reference,
-                    run_trial=None):
+                    run_trial=None, retry=None):
         calls.append(runtime)
         assert prefer == "speed" and reference.is_file()
         if runtime == "pyobjc":

@@ -219,7 +219,9 @@ class MLModel(NSObject):
         if feed.shape != info.input_shape:
             return None, NSError(f"input shape {feed.shape}, expected {info.input_shape}")
         _lies.on_predict(self._kill)
-        time.sleep(self._delay)
+        surface = getattr(value.multiArrayValue(), "_pixel_buffer", None) is not None
+        time.sleep(max(0.0, self._delay + (_lies.delay_s("FAKE_COREML_SURFACE_DELAY_MS",
+                                                          self._units) if surface else 0)))
         result = _lies.answer(self._units, self._program(feed.astype(info.input_dtype)))
         backings = options.outputBackings() if options is not None else None
         backing = backings.objectForKey_(info.output_name) if backings is not None else None

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from . import BackendError, macos
-from .coreml_pyobjc import ns_dictionary, checked, copy_declined
+from .coreml_pyobjc import checked, copy_declined, ns_dictionary
 
 # macOS 12 brought initWithPixelBuffer:shape: (Apple's documentation).
 SURFACE_MACOS = (12, 0)

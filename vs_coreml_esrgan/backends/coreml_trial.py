@@ -3,8 +3,9 @@ in a child process (see ``coreml_child``): load the compiled model on the reques
 (within its own time limit), warm up, time predictions, run the parity gate on the
 photograph, read the compute plan. With PyObjC and a float16 program the same loaded model
 is also timed and gated on IOSurface-backed buffers (``coreml_iosurface``); the faster of
-the two that passes is the trial's answer (``buffers``), both are in ``variants``. Prints one JSON line (a ``Trial``) and exits 0, or
-prints the error on stderr and exits 1; a crash in Core ML ends only this process.
+the two that passes is the trial's answer (``buffers``), both are in ``variants``. Prints
+one JSON line (a ``Trial``) and exits 0, or prints the error on stderr and exits 1; a crash
+in Core ML ends only this process.
 """
 
 from __future__ import annotations

@@ -1,18 +1,19 @@
 """Tile sizes for Core ML packages converted on the fly (``tile=None``).
 
 The rule: sides are multiples of 16 (the Neural Engine and the GPU work in blocks of at
-least that; odd sizes pad internally), multiples of 64 where that computes at most 5 %
-more than the best multiple of 16, else multiples of 32 on the same condition (a float16
-row of 32 elements is 64 bytes: IOSurface-backed buffers pad rows to that, Apple forum
-712709, and 64-byte rows are reported to suit the Neural Engine), and no tile whose largest intermediate tensor exceeds
-256 MiB in float16. The last bound is what keeps RRDBNet (x4plus) off the sizes the
-Neural Engine compiler is reported to reject (coremltools#2247, executorch#8439): at a
-512 tile its last convolutions hold 64 x 2048 x 2048 values, 512 MiB; the bound gives
-352. The compact network's widest tensor is 64 channels at the input size, so it keeps the
-engine's usual 512. The widest tensor is measured by running the network once on a small
-input, so the rule holds for any architecture. Whether a size runs on the Neural Engine
-is still measured on the user's Mac (compute units 'auto'), not assumed; where the Neural
-Engine fails to compile a tile, ``smaller_tile`` gives the one it is tried at once more.
+least that; odd sizes pad internally), multiples of 64 where that computes at most 5 % more
+than the best multiple of 16, else multiples of 32 on the same condition (a float16 row of
+32 elements is 64 bytes: IOSurface-backed buffers pad rows to that, Apple forum 712709, and
+64-byte rows are reported to suit the Neural Engine), and no tile whose largest
+intermediate tensor exceeds 256 MiB in float16. The last bound is what keeps RRDBNet
+(x4plus) off the sizes the Neural Engine compiler is reported to reject (coremltools#2247,
+executorch#8439): at a 512 tile its last convolutions hold 64 x 2048 x 2048 values, 512
+MiB; the bound gives 352. The compact network's widest tensor is 64 channels at the input
+size, so it keeps the engine's usual 512. The widest tensor is measured by running the
+network once on a small input, so the rule holds for any architecture. Whether a size runs
+on the Neural Engine is still measured on the user's Mac (compute units 'auto'), not
+assumed; where the Neural Engine fails to compile a tile, ``smaller_tile`` gives the one it
+is tried at once more.
 """
 
 from __future__ import annotations
