@@ -199,3 +199,47 @@ def test_a_neural_engine_that_rejects_the_tile_runs_at_a_smaller_one(
     assert "trying it once" not in capfd.readouterr().err
     np.testing.assert_array_equal(again, got)
 
+
+
+def test_locks_and_strides_that_go_wrong_are_backend_errors(mac, monkeypatch):
+    from vs_coreml_esrgan.backends.coreml_iosurface import read_surface
+
+    surface = make_surface((2, 3, 4))
+    out = np.empty((2, 3, 4), np.float16)
+    monkeypatch.setattr(mac.Quartz, "CVPixelBufferGetBytesPerRow", lambda buffer: 6)
+    with pytest.raises(BackendError, match="a 4-wide float16 pixel buffer reports 6 bytes"):
+        read_surface(surface, out)
+    assert not surface.buffer.locks  # unlocked on the way out
+    monkeypatch.setattr(mac.Quartz, "CVPixelBufferLockBaseAddress", lambda *_: -6661)
+    with pytest.raises(BackendError, match="could not lock a pixel buffer"):
+        read_surface(surface, out)
+    monkeypatch.setitem(sys.modules, "Quartz", None)  # PyObjC without its Quartz bindings
+    assert not surfaces_available(np.float16, np.float16)
+
+
+def test_a_retry_needs_a_smaller_tile_and_its_package(mac, package):
+    from vs_coreml_esrgan.backends.coreml_units import Retile
+
+    made = package()
+    info = read_package(made)
+    said = []
+    failed = Trial("ane", error="no result within 600 s")
+    none_smaller = Retile(smaller=lambda tile: None, package=lambda tile: 1 / 0)
+    assert backend_module.smaller_tile_retry(none_smaller, info, "pyobjc", said.append)(
+        failed) is None
+
+    def refused(tile):
+        raise BackendError("conversion refused")
+
+    unmade = Retile(smaller=lambda tile: (8, 8), package=refused)
+    assert backend_module.smaller_tile_retry(unmade, info, "pyobjc", said.append)(
+        failed) is None
+    assert said[-1] == "Core ML: no package at tile 8x8: conversion refused"
+    # A saved verdict at a smaller tile, but nothing to convert it with (a package given).
+    from vs_coreml_esrgan.backends.coreml_records import record_path, save_trials
+
+    compiled = backend_module.compiled_model(made)
+    save_trials(record_path(compiled, "pyobjc"),
+                {"ane": Trial("ane", ms_per_tile=1.0, tile=(8, 8), measured_at=0.0)})
+    with pytest.raises(BackendError, match="ran 'ane' only at tile 8x8"):
+        backend_module.load_chosen(compiled, info, "ane", "pyobjc", None)
