@@ -41,7 +41,7 @@ def mac(monkeypatch, tmp_path):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.syspath_prepend(str(FAKES))
     doubles = _load_fake("coremltools_doubles")
-    fakes = {name: _load_fake(name) for name in ("objc", "Foundation", "Quartz", "CoreML")}
+    fakes = {name: _load_fake(name) for name in ("objc", "Foundation", "CoreML")}
     import coremltools as ct
     import coremltools.models.compute_plan as compute_plan
 
@@ -55,16 +55,22 @@ def mac(monkeypatch, tmp_path):
     monkeypatch.setenv("VS_COREML_ESRGAN_CACHE", str(tmp_path / "cache"))
     for variable in LIES:
         monkeypatch.delenv(variable, raising=False)
-    # Predictions fed from IOSurface-backed arrays 20 ms slower than plain ones unless a
-    # test says otherwise, so that the plain buffers win the trials' timing for certain.
-    child_env(monkeypatch, FAKE_MACOS="14.5",
-              FAKE_COREML_SURFACE_DELAY_MS="0=20,1=20,2=20,3=20")
+    monkeypatch.delenv("FAKE_COREVIDEO", raising=False)
+    child_env(monkeypatch, FAKE_MACOS="14.5")
 
     class Mac:
         CoreML = fakes["CoreML"]
-        Quartz = fakes["Quartz"]
+        Quartz = None
         plan = doubles.MLComputePlan
         compiled_model = doubles.CompiledMLModel
+
+        @classmethod
+        def surfaces(cls) -> None:
+            """PyObjC's Quartz (CoreVideo) bindings present, here and in the children:
+            the trials then time IOSurface-backed buffers too (absent by default, so that
+            no other test's outcome depends on which buffers the timing favours)."""
+            monkeypatch.setenv("FAKE_COREVIDEO", "1")
+            cls.Quartz = _load_fake("Quartz")
 
         @staticmethod
         def version(text: str) -> None:

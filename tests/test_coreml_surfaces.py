@@ -48,6 +48,7 @@ def _tiles(info, seed=0):
 
 
 def test_surfaces_are_read_and_written_by_their_strides(mac, odd_package):
+    mac.surfaces()
     info = read_package(odd_package)
     compiled = backend_module.compiled_model(odd_package)
     plain = backend_module.load_backend(compiled, "cpu", info, "pyobjc")
@@ -77,6 +78,7 @@ def test_surfaces_are_read_and_written_by_their_strides(mac, odd_package):
 def test_a_declined_surface_backing_is_copied(mac, odd_package, monkeypatch, version):
     """transferToMultiArray: into the surface on macOS 15, the array's own strides
     before it."""
+    mac.surfaces()
     mac.version(version)
     monkeypatch.setenv("FAKE_COREML_DECLINE_BACKING", "1")
     info = read_package(odd_package)
@@ -87,6 +89,8 @@ def test_a_declined_surface_backing_is_copied(mac, odd_package, monkeypatch, ver
 
 
 def test_surfaces_only_for_float16_programs_on_macos_12(mac, monkeypatch):
+    assert not surfaces_available(np.float16, np.float16)  # no Quartz bindings
+    mac.surfaces()
     assert surfaces_available(np.float16, np.float16)
     assert not surfaces_available(np.float32, np.float32)
     mac.version("11.7")
@@ -94,6 +98,7 @@ def test_surfaces_only_for_float16_programs_on_macos_12(mac, monkeypatch):
 
 
 def test_refused_surfaces_are_backend_errors(mac, monkeypatch):
+    mac.surfaces()
     with pytest.raises(BackendError, match="could not create a 0x3"):
         make_surface((3, 0))
     monkeypatch.setattr(mac.CoreML.MLMultiArray, "initWithPixelBuffer_shape_",
@@ -103,17 +108,19 @@ def test_refused_surfaces_are_backend_errors(mac, monkeypatch):
 
 
 def test_the_trial_takes_surfaces_only_when_they_are_faster(mac, odd_package, monkeypatch):
+    mac.surfaces()
     info = read_package(odd_package)
     compiled = backend_module.compiled_model(odd_package)
     reference = backend_module.reference_file(odd_package, compiled)[0]
     said = []
-    # The fixture's default: IOSurface-fed predictions 20 ms slower.
+    # IOSurface-fed predictions 300 ms slower (more than this machine's noise).
+    child_env(monkeypatch, FAKE_COREML_SURFACE_DELAY_MS="0=300")
     slower = check_units(compiled, info, "pyobjc", "cpu", notify=said.append,
                          reference=reference)
     assert slower.usable and slower.buffers == "plain"
     assert slower.variants.startswith("plain ") and "; IOSurface " in slower.variants
-    # Plain predictions 60 ms, IOSurface-fed ones 0: the surfaces are used.
-    child_env(monkeypatch, FAKE_COREML_DELAY_MS="1=60", FAKE_COREML_SURFACE_DELAY_MS="1=-60")
+    # Plain predictions 300 ms slower, IOSurface-fed ones not: the surfaces are used.
+    child_env(monkeypatch, FAKE_COREML_DELAY_MS="1=300", FAKE_COREML_SURFACE_DELAY_MS="1=-300")
     faster = check_units(compiled, info, "pyobjc", "gpu", notify=said.append,
                          reference=reference)
     assert faster.usable and faster.buffers == "iosurface"
@@ -127,6 +134,7 @@ def test_the_trial_takes_surfaces_only_when_they_are_faster(mac, odd_package, mo
 
 
 def test_surfaces_that_fail_leave_the_plain_buffers(mac, odd_package, monkeypatch):
+    mac.surfaces()
     info = read_package(odd_package)
     compiled = backend_module.compiled_model(odd_package)
     monkeypatch.setattr(mac.Quartz, "CVPixelBufferCreate", lambda *_: (-6661, None))
@@ -204,6 +212,7 @@ def test_a_neural_engine_that_rejects_the_tile_runs_at_a_smaller_one(
 def test_locks_and_strides_that_go_wrong_are_backend_errors(mac, monkeypatch):
     from vs_coreml_esrgan.backends.coreml_iosurface import read_surface
 
+    mac.surfaces()
     surface = make_surface((2, 3, 4))
     out = np.empty((2, 3, 4), np.float16)
     monkeypatch.setattr(mac.Quartz, "CVPixelBufferGetBytesPerRow", lambda buffer: 6)

@@ -234,8 +234,9 @@ def check_units(compiled: Path, info: PackageInfo, runtime: str, units: str, *,
                 notify: Notify, reference: Path | None = None,
                 run_trial: RunTrial | None = None, retry: Retry | None = None) -> Trial:
     """The verdict for explicit compute ``units`` on ``runtime``: saved, or tried in a
-    child process and saved. Reports a warning through ``notify`` when 'ane' places
-    nothing on the Neural Engine."""
+    child process and saved; a Neural Engine compile failure or timeout tried once more
+    through ``retry`` (at a smaller tile). Reports a warning through ``notify`` when 'ane'
+    places nothing on the Neural Engine."""
     run = run_trial or partial(_run, compiled, info, runtime, reference)
     path = record_path(compiled, runtime)
     with measuring_alone(path, notify):
