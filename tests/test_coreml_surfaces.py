@@ -252,3 +252,26 @@ def test_a_retry_needs_a_smaller_tile_and_its_package(mac, package):
                 {"ane": Trial("ane", ms_per_tile=1.0, tile=(8, 8), measured_at=0.0)})
     with pytest.raises(BackendError, match="ran 'ane' only at tile 8x8"):
         backend_module.load_chosen(compiled, info, "ane", "pyobjc", None)
+
+
+def test_the_trial_child_reports_both_buffers(mac, odd_package, monkeypatch, capsys):
+    """What each child runs (here in process): both buffers timed and gated, the faster
+    passing one answered with its PSNR."""
+    import json
+
+    from vs_coreml_esrgan.backends import coreml_trial
+    from vs_coreml_esrgan.backends.coreml_child import trial_request
+
+    mac.surfaces()
+    monkeypatch.setenv("FAKE_COREML_DELAY_MS", "0=300")
+    monkeypatch.setenv("FAKE_COREML_SURFACE_DELAY_MS", "0=-300")
+    info = read_package(odd_package)
+    compiled = backend_module.compiled_model(odd_package)
+    reference = backend_module.reference_file(odd_package, compiled)[0]
+    request = {**trial_request(compiled, info, "pyobjc", "cpu", reference),
+               "warmup": 0, "runs": 1}
+    assert coreml_trial.main([json.dumps(request)]) == 0
+    result = Trial.from_dict(json.loads(capsys.readouterr().out))
+    assert result.usable and result.buffers == "iosurface" and result.psnr == float("inf")
+    assert result.variants == (f"plain {float(result.variants.split()[1]):.1f} ms; "
+                               f"IOSurface {result.ms_per_tile:.1f} ms")
