@@ -27,10 +27,13 @@ Checked against (not against a Mac):
   ``kCVPixelFormatType_OneComponent16Half`` 1278226536 ('L00h'),
   ``kCVPixelBufferIOSurfacePropertiesKey`` a string constant; the module is ``Quartz``
   (the tests there call ``Quartz.CVPixelBufferCreate``).
+- Apple's CoreVideo/CVPixelBuffer.h (macOS SDK 11.3, as vendored in
+  phracker/MacOSX-SDKs): ``kCVPixelBufferIOSurfacePropertiesKey`` is a CFDictionary whose
+  "presence requests buffer allocation via IOSurface" (so an empty one); "retrieving the
+  base address ... requires that the buffer base address be locked"; lock and unlock both
+  take ``CVPixelBufferLockFlags`` (unlocked here with the flags of the lock).
 - Rows of such buffers are padded (Apple developer forum thread 712709: to 32 elements),
-  so every CPU access here follows ``CVPixelBufferGetBytesPerRow``, inside a lock of the
-  base address (Apple's CoreVideo: the base address is valid only while locked; unlock
-  with the flags of the lock).
+  so every CPU access here follows ``CVPixelBufferGetBytesPerRow``, inside that lock.
 """
 
 from __future__ import annotations
