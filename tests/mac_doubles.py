@@ -28,7 +28,8 @@ def _load_fake(name: str):
 
 LIES = ("FAKE_COREML_ABORT_UNITS", "FAKE_COREML_FAIL_UNITS", "FAKE_COREML_DELAY_MS",
         "FAKE_COREML_DECLINE_BACKING", "FAKE_COREML_WRONG_UNITS", "FAKE_COREML_ZERO_UNITS",
-        "FAKE_COREML_KILL_PREDICT_UNITS", "FAKE_COREML_DEVICES", "FAKE_COREML_LOAD_DELAY_MS")
+        "FAKE_COREML_KILL_PREDICT_UNITS", "FAKE_COREML_DEVICES", "FAKE_COREML_LOAD_DELAY_MS",
+        "FAKE_COREML_ANE_MAX_PIXELS", "FAKE_COREML_SURFACE_DELAY_MS")
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def mac(monkeypatch, tmp_path):
     """This process as a Mac with macOS 14.5 (``mac.version`` changes it), PyObjC's Core ML
     bindings and coremltools' native parts replaced by the doubles, an empty cache; child
     processes (the trials) are Macs of the same kind (tests/fakes/sitecustomize.py)."""
-    for name in ("objc", "Foundation", "CoreML", "_lies", "coremltools_doubles"):
+    for name in ("objc", "Foundation", "CoreML", "Quartz", "_lies", "coremltools_doubles"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.syspath_prepend(str(FAKES))
     doubles = _load_fake("coremltools_doubles")
@@ -54,12 +55,22 @@ def mac(monkeypatch, tmp_path):
     monkeypatch.setenv("VS_COREML_ESRGAN_CACHE", str(tmp_path / "cache"))
     for variable in LIES:
         monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("FAKE_COREVIDEO", raising=False)
     child_env(monkeypatch, FAKE_MACOS="14.5")
 
     class Mac:
         CoreML = fakes["CoreML"]
+        Quartz = None
         plan = doubles.MLComputePlan
         compiled_model = doubles.CompiledMLModel
+
+        @classmethod
+        def surfaces(cls) -> None:
+            """PyObjC's Quartz (CoreVideo) bindings present, here and in the children:
+            the trials then time IOSurface-backed buffers too (absent by default, so that
+            no other test's outcome depends on which buffers the timing favours)."""
+            monkeypatch.setenv("FAKE_COREVIDEO", "1")
+            cls.Quartz = _load_fake("Quartz")
 
         @staticmethod
         def version(text: str) -> None:

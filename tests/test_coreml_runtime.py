@@ -438,6 +438,10 @@ def test_doctor_on_a_mac_reports_units_parity_and_both_choices(mac, make_checkpo
                          r"this Mac\): cpu, \d+\.\d ms/tile", report)
         assert re.search(rf"- compute units 'auto', {runtime}, prefer efficiency: ane, ",
                          report)
+    # Without PyObjC's Quartz bindings (the doubles' default) plain buffers only.
+    assert re.search(r"\| pyobjc \| cpu \| .* \| none \| plain \|", report)
+    assert re.search(r"prefer speed \(the default on this Mac\): cpu, \d+\.\d ms/tile, "
+                     r"plain buffers", report)
     assert "- backend 'auto' would run: Core ML (a unit passed the parity check)" in report
     assert "| Core ML pyobjc all | rejected: wrong output" in report
     assert "| torch MPS fp16 | failed: BackendError" in report  # no MPS on this machine
@@ -564,7 +568,7 @@ def test_units_auto_measures_through_coremltools_when_pyobjc_runs_nowhere(
     calls = []
 
     def fake_choose(compiled, info_, runtime, *, notify, prefer, reference,
-                    run_trial=None):
+                    run_trial=None, retry=None):
         calls.append(runtime)
         assert prefer == "speed" and reference.is_file()
         if runtime == "pyobjc":

@@ -227,7 +227,8 @@ def _core_ml(report: Report, loaded: Any, package: Path | Failure
               for runtime in runtimes for units in ("gpu", "ane", "all", "cpu")}
     report.failures += sum(not trial.usable for trial in trials.values())
     lines += ["", "| runtime | units | ms/tile | PSNR | verdict | compute plan | "
-              "compiler errors |", "|---|---|---|---|---|---|---|"]
+              "compiler errors | buffers (plain / IOSurface) |",
+              "|---|---|---|---|---|---|---|---|"]
     lines += [_trial_row(trial) for trial in trials.values()]
     lines.append("")
     _choices(lines, runtimes, trials)
@@ -242,11 +243,14 @@ def _trial_row(trial: Any) -> str:
     verdict = ("pass" if trial.usable else f"rejected: {trial.rejected}" if trial.ran
                else f"failed: {trial.error}")
     errors = " / ".join(trial.compiler_errors) or "none"
+    buffers = f"{trial.buffers} used: {trial.variants}" if trial.variants else "plain"
     return (f"| {trial.runtime} | {trial.units} | {ms} | {psnr} | {verdict} | "
-            f"{trial.placement or '-'} | {errors} |")
+            f"{trial.placement or '-'} | {errors} | {buffers} |")
 
 
 def _choices(lines: list[str], runtimes: list[str], trials: dict) -> None:
+    """The units 'auto' takes per runtime under both preferences, with the buffers (plain
+    or IOSurface-backed, whichever passed and was faster in the unit's trial)."""
     from .backends.coreml_units import pick, resolve_preference
 
     default = resolve_preference(None)
@@ -254,8 +258,8 @@ def _choices(lines: list[str], runtimes: list[str], trials: dict) -> None:
         ran = [trial for (r, _), trial in trials.items() if r == runtime]
         for prefer in ("speed", "efficiency"):
             best = pick(ran, prefer)
-            text = f"{best.units}, {best.ms_per_tile:.1f} ms/tile" if best else \
-                "none (no unit passed)"
+            text = f"{best.units}, {best.ms_per_tile:.1f} ms/tile, {best.buffers or 'plain'} " \
+                "buffers" if best else "none (no unit passed)"
             mark = " (the default on this Mac)" if prefer == default else ""
             lines.append(f"- compute units 'auto', {runtime}, prefer {prefer}{mark}: {text}")
 

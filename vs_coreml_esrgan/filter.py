@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import vapoursynth as vs
 
@@ -21,6 +22,9 @@ from .memory import activation_values, check_fits, package_activation_values
 from .network_spec import FALLBACK_OVERLAP, ModelError, NetworkSpec
 from .render import Setup, stitched_format, upscale_rgb
 from .tile_size import check_tile_overlap, checked_tile_size, is_int, tile_pair
+
+if TYPE_CHECKING:
+    from .backends.coreml_units import Retile
 
 BACKENDS = ("auto", "torch", "coreml", "mil")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -173,11 +177,12 @@ def _prepare(clip: vs.VideoNode, model: str | os.PathLike[str] | None, *,
         from .backends.coreml_backend import require_macos
 
         require_macos()
-    package = path if is_package else _convert_for(clip, path, tile=tile, overlap=overlap,
-                                                    precision=precision, batch=batch or 1)
+    package, retile = (path, None) if is_package else _convert_for(
+        clip, path, tile=tile, overlap=overlap, precision=precision, batch=batch or 1)
     return _prepare_package(clip, package, chosen, tile=tile, overlap=overlap,
                             batch=batch, compute_units=compute_units,
-                            precision=precision if is_package else "auto", prefer=prefer)
+                            precision=precision if is_package else "auto", prefer=prefer,
+                            retile=retile)
 
 
 def _choose_backend(backend: str, is_package: bool) -> str:
@@ -193,13 +198,13 @@ def _prepare_fallback(clip: vs.VideoNode, path: str | os.PathLike[str], is_packa
     correctly; torch on MPS only after its parity check (backends.torch_gate)."""
     def attempt(route: fallback.Route) -> Setup:
         if route.backend in ("coreml", "mil"):
-            package = path if is_package else _convert_for(
+            package, retile = (path, None) if is_package else _convert_for(
                 clip, path, tile=tile, overlap=overlap, precision=precision,
                 batch=batch or 1)
             return _prepare_package(clip, package, route.backend, tile=tile,
                                     overlap=overlap, batch=batch, compute_units=None,
                                     precision=precision if is_package else "auto",
-                                    prefer=prefer)
+                                    prefer=prefer, retile=retile)
         return _prepare_torch(clip, path, tile=tile, overlap=overlap, device=route.device,
                               precision=precision, batch=batch or 1,
                               gate=route.device == "mps")
@@ -257,8 +262,10 @@ def _prepare_torch(clip: vs.VideoNode, path: str | os.PathLike[str], *,
 
 def _convert_for(clip: vs.VideoNode, path: str | os.PathLike[str], *,
                  tile: int | Sequence[int] | None, overlap: int, precision: str,
-                 batch: int) -> Path:
-    """A checkpoint's Core ML package for this clip's tile size, from the cache."""
+                 batch: int) -> tuple[Path, Retile | None]:
+    """A checkpoint's Core ML package for this clip's tile size, from the cache, and for
+    an automatic tile the same model at other tiles (``coreml_units.Retile``: a Neural
+    Engine that fails to compile the tile is tried once at a smaller one), else None."""
     from .checkpoint import load_model
     from .coreml.cached import cached_package
     from .coreml.tile_rule import coreml_tile_size
@@ -275,9 +282,18 @@ def _convert_for(clip: vs.VideoNode, path: str | os.PathLike[str], *,
     batch = min(batch, plan.num_tiles)  # more would only repeat the last tile
     check_fits(tile_size, batch, activation_values(loaded.network, loaded.spec),
                hint=_SMALLER)
-    return cached_package(loaded, tile=tile_size, batch=batch,
-                          precision="fp32" if precision == "fp32" else "fp16",
-                          notify=_notify)
+    kind = "fp32" if precision == "fp32" else "fp16"
+    package = cached_package(loaded, tile=tile_size, batch=batch, precision=kind,
+                             notify=_notify)
+    if tile is not None:  # the user's tile is kept
+        return package, None
+    from .backends.coreml_units import Retile
+    from .coreml.tile_rule import smaller_tile
+
+    return package, Retile(
+        smaller=lambda given: smaller_tile(given, overlap, loaded.spec),
+        package=lambda given: cached_package(loaded, tile=given, batch=batch, precision=kind,
+                                             notify=_notify))
 
 
 def _notify(message: str) -> None:
@@ -288,7 +304,7 @@ def _notify(message: str) -> None:
 def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen: str, *,
                      tile: int | Sequence[int] | None, overlap: int, batch: int | None,
                      compute_units: str | None, precision: str,
-                     prefer: str | None = None) -> Setup:
+                     prefer: str | None = None, retile: Retile | None = None) -> Setup:
     from .coreml.package import read_package
 
     info = read_package(package)
@@ -314,7 +330,9 @@ def _prepare_package(clip: vs.VideoNode, package: str | os.PathLike[str], chosen
         check_weights(package)  # a damaged weight blob, named, before Core ML loads it
 
         runner: Backend = create_coreml_backend(package, compute_units=compute_units,
-                                                prefer=prefer, notify=_notify)
+                                                prefer=prefer, notify=_notify,
+                                                retile=retile)
+        info = runner.info  # a smaller tile where only that ran on the Neural Engine
     else:
         from .backends.mil_backend import create_mil_backend
 

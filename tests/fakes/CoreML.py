@@ -26,6 +26,7 @@ _DTYPES = {MLMultiArrayDataTypeFloat16: np.float16, MLMultiArrayDataTypeFloat32:
 received_dictionaries: list[type] = []
 wrapped_strides: list[tuple[int, ...]] = []
 wrapped_addresses: list[int] = []
+surface_arrays: list[tuple[int, ...]] = []  # shapes wrapped by initWithPixelBuffer_shape_
 
 
 def _out_argument(error: Any) -> None:
@@ -86,6 +87,27 @@ class MLMultiArray(NSObject):
         wrapped_strides.append(tuple(strides))
         wrapped_addresses.append(flat.ctypes.data)
         return self, None
+
+    def initWithPixelBuffer_shape_(self, pixelBuffer: Any, shape: Any) -> Any:
+        """macOS 12+ (no error argument: nil when refused). Apple: an IOSurface-backed
+        OneComponent16Half buffer; the last dimension is its width, the product of the rest
+        its height. The array reads and writes the buffer's padded rows in place."""
+        import Quartz
+
+        shape = [int(v) for v in shape]
+        if not isinstance(pixelBuffer, Quartz.CVPixelBufferRef) or not pixelBuffer.iosurface \
+                or pixelBuffer.pixel_format != Quartz.kCVPixelFormatType_OneComponent16Half:
+            return None
+        if not shape or min(shape) < 1 or shape[-1] != pixelBuffer.width \
+                or int(np.prod(shape[:-1])) != pixelBuffer.height:
+            return None
+        row = pixelBuffer.bytes_per_row
+        strides = [int(np.prod(shape[i + 1:-1])) * row for i in range(len(shape) - 1)] + [2]
+        self._array = np.lib.stride_tricks.as_strided(
+            Quartz.plane(pixelBuffer).reshape(-1), shape, strides)
+        self._pixel_buffer = pixelBuffer
+        surface_arrays.append(tuple(shape))
+        return self
 
     @classmethod
     def _owning(cls, array: np.ndarray) -> MLMultiArray:
@@ -179,6 +201,8 @@ class MLModel(NSObject):
             return None, NSError(f"no model at {url.path()}")
         model = cls.alloc()
         model._program = MilProgram.load(source_package(url.path()))
+        if _lies.compile_rejected(units, model._program.info.input_shape):
+            return None, NSError("ANECCompile() FAILED")
         model._units = units
         model._kill = kill
         model._delay = _lies.delay_s("FAKE_COREML_DELAY_MS", units)
@@ -195,7 +219,9 @@ class MLModel(NSObject):
         if feed.shape != info.input_shape:
             return None, NSError(f"input shape {feed.shape}, expected {info.input_shape}")
         _lies.on_predict(self._kill)
-        time.sleep(self._delay)
+        surface = getattr(value.multiArrayValue(), "_pixel_buffer", None) is not None
+        time.sleep(max(0.0, self._delay + (_lies.delay_s("FAKE_COREML_SURFACE_DELAY_MS",
+                                                          self._units) if surface else 0)))
         result = _lies.answer(self._units, self._program(feed.astype(info.input_dtype)))
         backings = options.outputBackings() if options is not None else None
         backing = backings.objectForKey_(info.output_name) if backings is not None else None

@@ -54,6 +54,10 @@ class NSDictionary(NSObject):
         self._items = items
 
     @classmethod
+    def dictionary(cls) -> NSDictionary:
+        return cls({})
+
+    @classmethod
     def dictionaryWithObject_forKey_(cls, value: Any, key: Any) -> NSDictionary:
         if value is None or key is None:
             raise ValueError("NSDictionary: nil object or key")

@@ -11,6 +11,10 @@ PyObjC and coremltools doubles. Each lie is one Core ML was reported to tell:
 - FAKE_COREML_KILL_PREDICT_UNITS: the load succeeds and writes `ANECCompile() FAILED` to
   stderr, then the first prediction sends SIGKILL to its own process (coremltools #2758,
   exit status 137).
+- FAKE_COREML_ANE_MAX_PIXELS: a Neural Engine load (CPUAndNeuralEngine) of a program whose
+  input tile has more pixels than this fails to compile (`ANECCompile() FAILED`): the
+  Neural Engine compiler is reported to reject large shapes (coremltools #2247,
+  executorch #8439) while smaller tiles of the same network compile.
 """
 
 from __future__ import annotations
@@ -44,6 +48,16 @@ def on_load(units: int) -> bool:
         os.write(2, b"E5RT: ANECCompile() FAILED: MILCompilerForANE error\n")
         return True
     return False
+
+
+def compile_rejected(units: int, input_shape: tuple[int, ...]) -> bool:
+    """Whether the Neural Engine compiler rejects this tile (FAKE_COREML_ANE_MAX_PIXELS);
+    writes the compiler's complaint to stderr when it does."""
+    limit = os.environ.get("FAKE_COREML_ANE_MAX_PIXELS")
+    if units != 3 or not limit or input_shape[-1] * input_shape[-2] <= int(limit):
+        return False
+    os.write(2, b"E5RT: ANECCompile() FAILED: MILCompilerForANE: shape too large\n")
+    return True
 
 
 def on_predict(kill: bool) -> None:

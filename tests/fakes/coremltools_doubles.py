@@ -84,6 +84,8 @@ class CompiledMLModel:
         self._units = _lies.COREMLTOOLS_UNITS[compute_units.name]
         self._kill = _lies.on_load(self._units)
         self._program = MilProgram.load(source_package(path))
+        if _lies.compile_rejected(self._units, self._program.info.input_shape):
+            raise RuntimeError("Error compiling model: ANECCompile() FAILED")
 
     def predict(self, data: dict) -> dict:
         failure = self.failures.get(f"predict:{self.compute_unit.name}")

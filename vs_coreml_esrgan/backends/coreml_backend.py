@@ -6,7 +6,10 @@ it on every start). Two runtimes call Core ML: PyObjC (``pyobjc-framework-CoreML
 copies, the GIL released during predictions) where installed, else coremltools
 (``CompiledMLModel.predict``). Inputs are fed in exactly the dtype and shape the model's
 description declares. Every compute-unit setting is tried and checked against the
-executor in a child process before it is used here (``coreml_units``).
+executor in a child process before it is used here (``coreml_units``). With PyObjC the
+trial also times IOSurface-backed buffers (``coreml_iosurface``) and the faster of the two
+that passes is used (runtime 'pyobjc-iosurface'); a Neural Engine that fails to compile
+the package's tile is tried once at a smaller one where the model can be converted again.
 
 coremltools calls checked against its 9.0 source: ``compile_model(path, dest)`` wants a
 string path and a destination ending in ``.mlmodelc`` (models/utils.py); the native proxy
@@ -23,21 +26,26 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..cache import atomic_directory, cache_dir
 from ..coreml.package import PackageInfo, import_coremltools, package_digest, read_package
+from ..network_spec import ModelError
 from . import BackendError, macos
-from .coreml_child import Trial
+from .coreml_child import Trial, trial_in_child
+from .coreml_iosurface import surface_predictor
 from .coreml_plan import COMPUTE_UNITS
 from .coreml_pyobjc import load_pyobjc_predictor, pyobjc_available
 from .coreml_recheck import demote, recheck
-from .coreml_records import reference_file
+from .coreml_records import load_trials, record_path, reference_file
 from .coreml_units import (
     DOCTOR_HINT,
+    Retile,
+    Retry,
     check_units,
     choose_compute_units,
     failure,
@@ -63,8 +71,9 @@ class CoreMLBackend:
     predict: Callable[[np.ndarray], np.ndarray]  # input array -> output array
     info: PackageInfo
     compute_units: str
-    runtime: str  # 'pyobjc' or 'coremltools'
+    runtime: str  # 'pyobjc', 'pyobjc-iosurface' or 'coremltools'
     name: str = "coreml"
+    model: Any = field(default=None, repr=False, compare=False)  # PyObjC's MLModel
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -108,8 +117,8 @@ def require_macos() -> None:
 
 def create_coreml_backend(package: str | os.PathLike[str], *,
                           compute_units: str | None = None, runtime: str = "auto",
-                          prefer: str | None = None,
-                          notify: Notify | None = None,
+                          prefer: str | None = None, notify: Notify | None = None,
+                          retile: Retile | None = None,
                           rechecks_left: int = 4) -> CoreMLBackend:
     """Load a package with Core ML, on compute units proven on this Mac.
 
@@ -121,9 +130,11 @@ def create_coreml_backend(package: str | os.PathLike[str], *,
     (PyObjC where its Core ML bindings are installed, coremltools when PyObjC fails the
     check). ``prefer``: 'speed', 'efficiency' or 'auto' (None; see
     ``coreml_units.resolve_preference``). ``notify`` receives the one-line report of the
-    choice and of what was rejected. The loaded backend answers the gate's photograph
-    once more (coreml_recheck): a remembered setting that fails now is saved as failed,
-    and 'auto' chooses again (at most ``rechecks_left`` times).
+    choice and of what was rejected. ``retile``: the model at other tiles, for a Neural
+    Engine that fails to compile this package's tile (the backend's ``info.tile`` is then
+    the smaller tile it runs). The loaded backend answers the gate's photograph once more
+    (coreml_recheck): a remembered setting that fails now is saved as failed, and 'auto'
+    chooses again (at most ``rechecks_left`` times).
     Raises BackendError off macOS, before macOS 13, for unknown arguments, a runtime that
     is missing, Core ML failing to compile the model, and compute units that fail the
     check (naming what failed and ``vs-coreml-esrgan doctor``); ModelError for a package
@@ -149,11 +160,13 @@ def create_coreml_backend(package: str | os.PathLike[str], *,
     failed: list[Trial] = []
     for index, chosen_runtime in enumerate(runtimes):
         later = index + 1 < len(runtimes)
+        retry = None if retile is None else smaller_tile_retry(retile, info, chosen_runtime,
+                                                               say)
         if units == "auto":
             try:
                 chosen_units = choose_compute_units(compiled, info, chosen_runtime,
                                                     notify=say, prefer=preference,
-                                                    reference=reference)
+                                                    reference=reference, retry=retry)
             except BackendError as exc:
                 if not later:
                     raise BackendError(f"{exc}; {DOCTOR_HINT}") from None
@@ -162,7 +175,7 @@ def create_coreml_backend(package: str | os.PathLike[str], *,
                 continue
         else:
             trial = check_units(compiled, info, chosen_runtime, units, notify=say,
-                                reference=reference)
+                                reference=reference, retry=retry)
             if not trial.usable:
                 failed.append(trial)
                 if later:
@@ -172,14 +185,18 @@ def create_coreml_backend(package: str | os.PathLike[str], *,
                 raise failure(units, failed)
             chosen_units = units
         try:
-            backend = load_backend(compiled, chosen_units, info, chosen_runtime)
+            backend = load_chosen(compiled, info, chosen_units, chosen_runtime, retile)
         except BackendError as exc:
             if not later:
                 raise
             say(f"Core ML through PyObjC failed ({exc}); using coremltools")
             continue
+        against = reference
+        if against and retile and backend.info.input_shape != info.input_shape:
+            smaller = retile.package(backend.info.tile)  # the tile the Neural Engine took
+            against, _ = reference_file(smaller, compiled_model(smaller))
         try:
-            parity = recheck(backend, reference, info.precision) if reference else None
+            parity = recheck(backend, against, info.precision) if against else None
         except BackendError as exc:  # a prediction that fails now: before any frame
             parity = Parity(0.0, False, str(exc))
         if parity is None or parity.passed:
@@ -193,21 +210,79 @@ def create_coreml_backend(package: str | os.PathLike[str], *,
         if units != "auto" or rechecks_left == 0:
             raise failure(chosen_units, [trial])
         return create_coreml_backend(package, compute_units=compute_units, runtime=runtime,
-                                     prefer=prefer, notify=notify,
+                                     prefer=prefer, notify=notify, retile=retile,
                                      rechecks_left=rechecks_left - 1)
     raise BackendError("no Core ML runtime to try")  # not reached: runtimes is never empty
 
 
-def load_backend(compiled: Path, units: str, info: PackageInfo, runtime: str
-                 ) -> CoreMLBackend:
-    """The backend on one runtime (no checks: see ``create_coreml_backend``)."""
-    if runtime == "pyobjc":
-        predict = load_pyobjc_predictor(
-            compiled, units, input_name=info.input_name, output_name=info.output_name,
-            output_shape=info.output_shape, output_dtype=info.output_dtype).predict
-    else:
-        predict = coremltools_predictor(compiled, units, info)
-    return CoreMLBackend(predict=predict, info=info, compute_units=units, runtime=runtime)
+def load_chosen(compiled: Path, info: PackageInfo, units: str, runtime: str,
+                retile: Retile | None) -> CoreMLBackend:
+    """The backend as its saved trial proved it: its buffers, and its tile where the
+    Neural Engine passed only at a smaller one. BackendError when that tile cannot be
+    made here."""
+    trial = load_trials(record_path(compiled, runtime)).get(units)
+    buffers = (trial.buffers if trial else None) or "plain"
+    if trial is not None and trial.tile is not None and trial.tile != info.tile:
+        if retile is None:
+            raise BackendError(f"Core ML ran '{units}' only at tile {trial.tile[0]}x"
+                               f"{trial.tile[1]}, which this model cannot be converted to "
+                               "here; omit tile= (or `vs-coreml-esrgan cache --clear`)")
+        package = retile.package(trial.tile)
+        info, compiled = read_package(package), compiled_model(package)
+    return load_backend(compiled, units, info, runtime, buffers)
+
+
+def load_backend(compiled: Path, units: str, info: PackageInfo, runtime: str,
+                 buffers: str = "plain") -> CoreMLBackend:
+    """The backend on one runtime (no checks: see ``create_coreml_backend``);
+    ``buffers`` 'iosurface' (PyObjC only) feeds and answers through IOSurface-backed
+    arrays."""
+    if runtime != "pyobjc":
+        return CoreMLBackend(predict=coremltools_predictor(compiled, units, info), info=info,
+                             compute_units=units, runtime=runtime)
+    loaded = load_pyobjc_predictor(
+        compiled, units, input_name=info.input_name, output_name=info.output_name,
+        output_shape=info.output_shape, output_dtype=info.output_dtype)
+    backend = CoreMLBackend(predict=loaded.predict, info=info, compute_units=units,
+                            runtime=runtime, model=loaded.model)
+    return with_surfaces(backend) if buffers == "iosurface" else backend
+
+
+def with_surfaces(backend: CoreMLBackend) -> CoreMLBackend:
+    """The same loaded PyObjC model fed and answered through IOSurface-backed arrays
+    (runtime 'pyobjc-iosurface'). BackendError when the surfaces cannot be made."""
+    info = backend.info
+    predictor = surface_predictor(backend.model, input_name=info.input_name,
+                                  output_name=info.output_name, input_shape=info.input_shape,
+                                  output_shape=info.output_shape)
+    return CoreMLBackend(predict=predictor.predict, info=info,
+                         compute_units=backend.compute_units, runtime="pyobjc-iosurface",
+                         model=backend.model)
+
+
+def smaller_tile_retry(retile: Retile, info: PackageInfo, runtime: str, notify: Notify
+                       ) -> Retry:
+    """A Neural Engine trial that failed at the package's tile, tried once in a child at
+    the next smaller tile (its time scaled to the package's tile area); None when there is
+    no smaller tile or it cannot be made."""
+    def retry(failed: Trial) -> Trial | None:
+        tile = retile.smaller(info.tile)
+        if tile is None:
+            return None
+        notify(f"Core ML: the Neural Engine failed at tile {info.tile[0]}x{info.tile[1]} "
+               f"({failed.error}); trying it once at tile {tile[0]}x{tile[1]} ...")
+        try:
+            package = retile.package(tile)
+            small, compiled = read_package(package), compiled_model(package)
+        except (BackendError, ModelError) as exc:
+            notify(f"Core ML: no package at tile {tile[0]}x{tile[1]}: {exc}")
+            return None
+        reference, _ = reference_file(package, compiled)
+        trial = trial_in_child(compiled, small, runtime, "ane", reference=reference)
+        area = (info.tile[0] * info.tile[1]) / (tile[0] * tile[1])
+        return replace(trial, tile=tile, first_error=failed.error, ms_per_tile=(
+            None if trial.ms_per_tile is None else trial.ms_per_tile * area))
+    return retry
 
 
 def coremltools_predictor(compiled: Path, units: str, info: PackageInfo

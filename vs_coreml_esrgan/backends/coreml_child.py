@@ -39,7 +39,12 @@ class Trial:
     executor (None when not checked) and ``rejected`` why it failed the gate;
     ``compiler_errors``: Neural Engine compiler lines seen on the child's stderr;
     ``placement`` / ``neural_engine_share``: the compute plan (macOS 14.4+);
-    ``measured_at`` (Unix time) and ``coremltools`` (its version) date the verdict."""
+    ``measured_at`` (Unix time) and ``coremltools`` (its version) date the verdict;
+    ``buffers``: which buffers the time and parity are of ('plain', or 'iosurface' when
+    IOSurface-backed ones passed and were faster; PyObjC only) and ``variants`` both
+    buffers' outcomes; ``tile``: set when this is a Neural Engine retry at a smaller tile
+    than the package's (``ms_per_tile`` then scaled to the package's tile area, so that
+    trials compare) and ``first_error`` the failure at the package's own tile."""
 
     units: str
     ms_per_tile: float | None = None
@@ -52,6 +57,10 @@ class Trial:
     runtime: str | None = None
     measured_at: float | None = None
     coremltools: str | None = None
+    buffers: str | None = None
+    variants: str | None = None
+    tile: tuple[int, int] | None = None
+    first_error: str | None = None
 
     @property
     def ran(self) -> bool:
@@ -74,6 +83,8 @@ class Trial:
             raise ValueError(f"not a trial: {data!r}")
         values = {k: v for k, v in data.items() if k in known}
         values["compiler_errors"] = tuple(values.get("compiler_errors") or ())
+        if values.get("tile") is not None:
+            values["tile"] = (int(values["tile"][0]), int(values["tile"][1]))
         return cls(**values)
 
 

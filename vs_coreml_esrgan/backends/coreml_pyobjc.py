@@ -99,12 +99,12 @@ class PyObjCPredictor:
             backing = _wrap(out)
             provider = checked(
                 CoreML.MLDictionaryFeatureProvider.alloc().initWithDictionary_error_(
-                    _ns_dictionary(Foundation, self.input_name,
+                    ns_dictionary(Foundation, self.input_name,
                                    CoreML.MLFeatureValue.featureValueWithMultiArray_(
                                        _wrap(source))), None),
                 "Core ML rejected the input")
             options = CoreML.MLPredictionOptions.alloc().init()
-            options.setOutputBackings_(_ns_dictionary(Foundation, self.output_name, backing))
+            options.setOutputBackings_(ns_dictionary(Foundation, self.output_name, backing))
             result = checked(self.model.predictionFromFeatures_options_error_(
                 provider, options, None), "Core ML prediction failed")
             produced = result.featureValueForName_(self.output_name).multiArrayValue()
@@ -189,7 +189,7 @@ def _wrap(array: np.ndarray) -> Any:
         f"Core ML could not wrap a {array.dtype} array of shape {array.shape}")
 
 
-def _ns_dictionary(Foundation: Any, key: str, value: Any) -> Any:
+def ns_dictionary(Foundation: Any, key: str, value: Any) -> Any:
     """A one-entry ``NSDictionary`` with a real ``NSString`` key (not a Python proxy)."""
     return Foundation.NSDictionary.dictionaryWithObject_forKey_(
         value, Foundation.NSString.stringWithString_(key).nsstring())

@@ -13,6 +13,13 @@ it cannot run), then 'all'; 'cpu' only when none of them passes. ``prefer`` pick
 those that passed: 'speed' the fastest, 'efficiency' the Neural Engine when it is within
 ``EFFICIENCY_SLOWDOWN`` of the fastest (hanxiao/real-esrgan-coreml measured 4-5x less
 energy per image there than on the GPU of an M3 Ultra, while 2.5-3x slower).
+
+A Neural Engine trial that failed to compile or ran out of time at the package's tile is
+tried once more at a smaller tile (about half the area, by the tile rule) when the model
+can be converted again (``Retile``, from a checkpoint): the Neural Engine compiler is
+reported to reject large shapes (coremltools #2247, executorch #8439). The verdict is saved
+like any other, so the retry happens once per model, macOS and chip (a failure again only
+after it expires, see ``coreml_records``).
 """
 
 from __future__ import annotations
@@ -38,6 +45,34 @@ DOCTOR_HINT = "`vs-coreml-esrgan doctor` reports every compute unit's time and p
 
 RunTrial = Callable[[str], Trial]
 Notify = Callable[[str], None]
+Retry = Callable[[Trial], Trial | None]  # a failed Neural Engine trial, tried smaller
+
+
+@dataclass(frozen=True)
+class Retile:
+    """The same model converted at another tile (only where a checkpoint can be converted
+    again; the filter makes it): ``smaller(tile)`` the next smaller tile by the tile rule,
+    None when there is none; ``package(tile)`` the package at that tile."""
+
+    smaller: Callable[[tuple[int, int]], tuple[int, int] | None]
+    package: Callable[[tuple[int, int]], Path]
+
+
+def needs_smaller_tile(trial: Trial) -> bool:
+    """A Neural Engine trial at the package's own tile that failed to compile (compiler
+    errors on the child's stderr) or ran out of time."""
+    if trial.units != "ane" or trial.tile is not None or trial.ran:
+        return False
+    error = trial.error or ""
+    return bool(trial.compiler_errors) or error.startswith("no result within") \
+        or "TimeoutError" in error
+
+
+def retried(trial: Trial, retry: Retry | None) -> Trial:
+    """``trial``, or its retry at a smaller tile where it needs one and one is possible."""
+    if retry is None or not needs_smaller_tile(trial):
+        return trial
+    return retry(trial) or trial
 
 
 def resolve_preference(prefer: str | None) -> str:
@@ -63,7 +98,8 @@ class Choice:
         best = next(t for t in self.trials if t.units == self.units)
         others = "; ".join(trial_text(t) for t in self.trials if t.units != self.units)
         line = f"Core ML: {self.units} chosen, {best.ms_per_tile:.1f} ms/tile"
-        details = [_neural_engine_text(best), _psnr_text(best)]
+        details = [_tile_text(best), _neural_engine_text(best), _psnr_text(best),
+                   _buffers_text(best)]
         line += f" ({', '.join(d for d in details if d)})" if any(details) else ""
         line += f", prefer {self.prefer}"
         return line + (f"; {others}" if others else "")
@@ -74,13 +110,28 @@ def trial_text(trial: Trial) -> str:
     name = f"{trial.units} ({UNIT_NAMES.get(trial.units, trial.units)})"
     compiler = (f" [compiler: {' | '.join(trial.compiler_errors)}]"
                 if trial.compiler_errors else "")
+    if trial.tile is not None:
+        name += f" at tile {trial.tile[0]}x{trial.tile[1]}"
     if not trial.ran:
         return f"{name} failed: {trial.error}{compiler}"
     if trial.rejected:
         return f"{name} rejected: {trial.rejected}{compiler}"
-    details = [_neural_engine_text(trial), _psnr_text(trial)]
+    details = [_tile_text(trial), _neural_engine_text(trial), _psnr_text(trial),
+               _buffers_text(trial)]
     return f"{trial.units} {trial.ms_per_tile:.1f} ms" + "".join(
         f", {d}" for d in details if d) + compiler
+
+
+def _tile_text(trial: Trial) -> str:
+    """'at tile 176x176 (the package's tile failed: ...)' for a retry at a smaller tile."""
+    if trial.tile is None:
+        return ""
+    return (f"at tile {trial.tile[0]}x{trial.tile[1]}, time scaled to the package's tile "
+            f"(the package's tile failed: {trial.first_error})")
+
+
+def _buffers_text(trial: Trial) -> str:
+    return "IOSurface buffers" if trial.buffers == "iosurface" else ""
 
 
 def _psnr_text(trial: Trial) -> str:
@@ -120,12 +171,12 @@ def pick(trials: list[Trial] | tuple[Trial, ...], prefer: str) -> Trial | None:
 
 
 def choose(run_trial: RunTrial, settings: tuple[str, ...], *, prefer: str = "speed",
-           known: dict[str, Trial] | None = None) -> Choice:
-    """Try each setting not ``known`` already (a valid saved verdict), pick under
-    ``prefer``; 'cpu' only when none passed. Raises BackendError naming every failure
-    when nothing passed."""
+           known: dict[str, Trial] | None = None, retry: Retry | None = None) -> Choice:
+    """Try each setting not ``known`` already (a valid saved verdict), a Neural Engine
+    compile failure or timeout once more through ``retry``, pick under ``prefer``; 'cpu'
+    only when none passed. Raises BackendError naming every failure when nothing passed."""
     known = dict(known or {})
-    trials = [known.get(units) or run_trial(units) for units in settings]
+    trials = [retried(known.get(units) or run_trial(units), retry) for units in settings]
     if pick(trials, prefer) is None:
         trials.append(known.get("cpu") or run_trial("cpu"))
     best = pick(trials, prefer)
@@ -151,7 +202,8 @@ def skipped_neural_engine(units: str) -> Trial:
 def choose_compute_units(compiled: Path, info: PackageInfo, runtime: str, *,
                          notify: Notify, prefer: str = "speed",
                          reference: Path | None = None,
-                         run_trial: RunTrial | None = None) -> str:
+                         run_trial: RunTrial | None = None,
+                         retry: Retry | None = None) -> str:
     """The units to use for this model under ``prefer``: from the saved verdicts for this
     model, runtime, macOS and chip, trying (``run_trial``, default: a child process each)
     and saving those not known yet. Reports the choice through ``notify``; raises
@@ -164,11 +216,11 @@ def choose_compute_units(compiled: Path, info: PackageInfo, runtime: str, *,
         pending = [u for u in settings if u not in known]
         if "ane" in pending and neural_engine_present() is False:
             known["ane"] = skipped_neural_engine("ane")
-        if any(u not in known for u in settings):
+        if any(u not in known or (retry and needs_smaller_tile(known[u])) for u in settings):
             notify("Core ML: trying which compute units run this model correctly and "
                    "fastest on this Mac (once per model; a minute or two) ...")
         try:
-            choice = choose(run, settings, prefer=prefer, known=known)
+            choice = choose(run, settings, prefer=prefer, known=known, retry=retry)
         except NoCorrectUnits as failed:
             save_trials(path, {**known, **{t.units: t for t in failed.trials}})
             raise
@@ -180,10 +232,11 @@ def choose_compute_units(compiled: Path, info: PackageInfo, runtime: str, *,
 
 def check_units(compiled: Path, info: PackageInfo, runtime: str, units: str, *,
                 notify: Notify, reference: Path | None = None,
-                run_trial: RunTrial | None = None) -> Trial:
+                run_trial: RunTrial | None = None, retry: Retry | None = None) -> Trial:
     """The verdict for explicit compute ``units`` on ``runtime``: saved, or tried in a
-    child process and saved. Reports a warning through ``notify`` when 'ane' places
-    nothing on the Neural Engine."""
+    child process and saved; a Neural Engine compile failure or timeout tried once more
+    through ``retry`` (at a smaller tile). Reports a warning through ``notify`` when 'ane'
+    places nothing on the Neural Engine."""
     run = run_trial or partial(_run, compiled, info, runtime, reference)
     path = record_path(compiled, runtime)
     with measuring_alone(path, notify):
@@ -193,7 +246,10 @@ def check_units(compiled: Path, info: PackageInfo, runtime: str, units: str, *,
             notify(f"Core ML: checking compute units '{units}' on this Mac (once per model) "
                    "...")
             trial = run(units)
-            save_trials(path, {**known, units: trial})
+        checked = retried(trial, retry)
+        if checked is not known.get(units):
+            save_trials(path, {**known, units: checked})
+        trial = checked
     if units == "ane" and trial.usable and trial.neural_engine_share == 0:
         notify("compute_units 'ane' asked for the Neural Engine, but Core ML plans none of "
                f"this model's cost there ({trial.placement}); compute_units 'auto' "
