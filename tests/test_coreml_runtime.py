@@ -633,6 +633,10 @@ def test_no_neural_engine_listed_skips_its_trial(mac, package, monkeypatch):
                                 run_trial=run) == "all"
     assert calls == ["gpu", "all"]
     assert "ane (Neural Engine) failed: skipped: Core ML lists no Neural Engine" in said[-1]
+    # asked for by name: refused, not run on the CPU under the Neural Engine's name
+    with pytest.raises(BackendError, match=r"compute_units 'ane': Core ML lists no Neural "
+                                           r"Engine on this Mac .* use compute_units 'auto'"):
+        backend_module.create_coreml_backend(made, compute_units="ane")
     mac.version("13.6")  # no MLAllComputeDevices before macOS 14: tried anyway
     assert compute_devices() is None
 

@@ -235,8 +235,14 @@ def check_units(compiled: Path, info: PackageInfo, runtime: str, units: str, *,
                 run_trial: RunTrial | None = None, retry: Retry | None = None) -> Trial:
     """The verdict for explicit compute ``units`` on ``runtime``: saved, or tried in a
     child process and saved; a Neural Engine compile failure or timeout tried once more
-    through ``retry`` (at a smaller tile). Reports a warning through ``notify`` when 'ane'
+    through ``retry`` (at a smaller tile). BackendError for 'ane' where Core ML lists no
+    Neural Engine. Reports a warning through ``notify`` when 'ane'
     places nothing on the Neural Engine."""
+    if units == "ane" and neural_engine_present() is False:
+        # Core ML would run it on the CPU and call it 'ane' (a virtual machine, an Intel Mac)
+        raise BackendError("compute_units 'ane': Core ML lists no Neural Engine on this Mac "
+                           "(MLAllComputeDevices: an Intel Mac or a virtual machine); use "
+                           "compute_units 'auto', or 'gpu'")
     run = run_trial or partial(_run, compiled, info, runtime, reference)
     path = record_path(compiled, runtime)
     with measuring_alone(path, notify):
